@@ -20,3 +20,12 @@ apt-deps:
 	    $(SUDO) apt-get update -q && \
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
 	else echo "deps: all Debian packages present"; fi
+
+# The virtual environment.  It is rebuilt when the packaging files change.
+# The Python part of the project (pyproject.toml) is installed into it once it
+# exists; the `dev` extra brings the test and lint tools.
+$(VENV)/.stamp: $(wildcard pyproject.toml setup.py)
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	if [ -f pyproject.toml ]; then $(PY) -m pip install -q '.[dev]'; fi
+	touch $@
