@@ -1,0 +1,295 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * hvfilter test guest: PVH entry, switch to long mode, exception stubs and
+ * the kernel function.
+ *
+ * The image is linked at HVFG_KBASE + physical address (like Linux's
+ * __START_KERNEL_map) and loaded at its physical address; PA(x) is the
+ * physical address of a symbol, used while paging is still off.
+ */
+#include "info.h"
+
+#define PA(x) ((x) - HVFG_KBASE)
+
+#define SEL_CODE64 0x08
+#define SEL_DATA   0x10
+#define SEL_CODE32 0x18
+
+/* ------------------------------------------------------------------------
+ * ELF note read by Xen's libelf and by QEMU: the 32-bit PVH entry point.
+ * XEN_ELFNOTE_PHYS32_ENTRY = 18; name "Xen"; 4-byte aligned (QEMU pads the
+ * name by the PT_NOTE alignment, so the segment must be 4-aligned).
+ */
+    .section .note.Xen, "a", @note
+    .balign 4
+    .long 4                 /* namesz */
+    .long 8                 /* descsz */
+    .long 18                /* XEN_ELFNOTE_PHYS32_ENTRY */
+    .asciz "Xen"
+    .balign 4
+    .quad PA(pvh_start)
+    .balign 4
+
+/* ------------------------------------------------------------------------
+ * 32-bit entry: protected mode, paging off, %ebx = hvm_start_info (phys).
+ * GDTR and segment registers other than CS/DS/ES/SS are unspecified.
+ */
+    .section .text.boot, "ax"
+    .code32
+    .globl pvh_start
+pvh_start:
+    cli
+    cld
+    mov     %ebx, %ebp                  /* start info, kept for kmain */
+
+    lgdt    PA(gdt_desc32)
+    mov     $SEL_DATA, %eax
+    mov     %eax, %ds
+    mov     %eax, %es
+    mov     %eax, %ss
+    mov     %eax, %fs
+    mov     %eax, %gs
+    ljmp    $SEL_CODE32, $PA(1f)
+1:
+    /* Boot page tables: PML4[0] identity maps 0..1 GiB, PML4[511] maps the
+     * same 1 GiB at HVFG_KBASE (PDPT slot 510); one shared PD, 2 MiB pages. */
+    mov     $PA(boot_pml4), %edi
+    xor     %eax, %eax
+    mov     $(4 * 4096 / 4), %ecx
+    rep stosl
+
+    mov     $PA(boot_pd), %edi
+    mov     $0x83, %eax                 /* present, writable, 2 MiB */
+    mov     $512, %ecx
+2:  mov     %eax, (%edi)
+    movl    $0, 4(%edi)
+    add     $0x200000, %eax
+    add     $8, %edi
+    loop    2b
+
+    mov     $(PA(boot_pd) + 3), %eax
+    mov     %eax, PA(boot_pdpt_lo)
+    mov     %eax, PA(boot_pdpt_hi) + 510 * 8
+    mov     $(PA(boot_pdpt_lo) + 3), %eax
+    mov     %eax, PA(boot_pml4)
+    mov     $(PA(boot_pdpt_hi) + 3), %eax
+    mov     %eax, PA(boot_pml4) + 511 * 8
+
+    mov     %cr4, %eax
+    or      $0x20, %eax                 /* PAE */
+    mov     %eax, %cr4
+
+    mov     $PA(boot_pml4), %eax
+    mov     %eax, %cr3                  /* the first CR3 write: counted here */
+    incl    PA(boot_cr3_writes)
+
+    mov     $0xc0000080, %ecx           /* EFER */
+    rdmsr
+    or      $0x100, %eax                /* LME */
+    wrmsr
+
+    mov     %cr0, %eax
+    or      $0x80000001, %eax           /* PG | PE */
+    mov     %eax, %cr0
+    ljmp    $SEL_CODE64, $PA(3f)
+
+    .code64
+3:  movabs  $high_entry, %rax
+    jmp     *%rax
+
+high_entry:
+    lgdt    gdt_desc64(%rip)
+    mov     $SEL_DATA, %eax
+    mov     %eax, %ds
+    mov     %eax, %es
+    mov     %eax, %ss
+    xor     %eax, %eax
+    mov     %eax, %fs
+    mov     %eax, %gs
+    lea     boot_stack_top(%rip), %rsp
+    mov     %ebp, %edi                  /* zero-extended start info paddr */
+    call    kmain
+4:  cli
+    hlt
+    jmp     4b
+
+/* ------------------------------------------------------------------------
+ * The kernel function, alone at HVFG_KFUNC_VA (the linker script places
+ * .text.kfunc there).  uint64_t kfunc(uint64_t proc, uint64_t x)
+ *
+ * Its first instruction (KFUNC_INSN, 8 bytes, no RIP-relative operand) is
+ * what a VMI tool overwrites with int3; its result feeds everything after
+ * it, so skipping or mis-emulating it changes the return value.  The same
+ * bytes are assembled again into kfunc_insn (rodata) as the reference.
+ */
+#define KFUNC_INSN lea 0x5bd1e995(%rsi,%rdi,8), %rax
+
+    .section .text.kfunc, "ax"
+    .globl kfunc
+    .type kfunc, @function
+kfunc:
+    KFUNC_INSN                          /* rax = x + 8 * proc + 0x5bd1e995 */
+kfunc_after_insn:
+    mov     %rax, %rdx
+    shr     $29, %rdx
+    xor     %rdx, %rax
+    imul    $0x27d4eb2d, %rax, %rax
+    mov     %rax, %rdx
+    shr     $32, %rdx
+    xor     %rdx, %rax
+    cmp     $HVFG_NPROC_MAX, %rdi
+    jae     1f
+    imul    $HVFG_PROC_SIZE, %rdi, %rcx
+    incq    (HVFG_INFO_VA + HVFG_OFF_PROC + HVFG_PROC_OFF_CALLS)(%rcx)
+1:  incq    (HVFG_INFO_VA + HVFG_OFF_CALLS)
+    ret
+    .size kfunc, . - kfunc
+
+    .section .rodata
+    .globl kfunc_insn, kfunc_insn_len, kfunc_resume
+kfunc_insn:
+    KFUNC_INSN
+kfunc_insn_end:
+    .balign 4
+kfunc_insn_len:
+    .long kfunc_insn_end - kfunc_insn
+    .balign 8
+kfunc_resume:                           /* where the original instruction ends */
+    .quad kfunc_after_insn
+
+/* ------------------------------------------------------------------------
+ * Exception entry: push a uniform frame and call exception_handler(frame).
+ * The handler may change frame->rip (selftest_int3 / #BP recovery).
+ */
+    .text
+.macro EXC vec, err
+exc\vec:
+    .if \err == 0
+    pushq   $0
+    .endif
+    pushq   $\vec
+    jmp     exc_common
+.endm
+    EXC 0,0
+    EXC 1,0
+    EXC 2,0
+    EXC 3,0
+    EXC 4,0
+    EXC 5,0
+    EXC 6,0
+    EXC 7,0
+    EXC 8,1
+    EXC 9,0
+    EXC 10,1
+    EXC 11,1
+    EXC 12,1
+    EXC 13,1
+    EXC 14,1
+    EXC 15,0
+    EXC 16,0
+    EXC 17,1
+    EXC 18,0
+    EXC 19,0
+    EXC 20,0
+    EXC 21,1
+    EXC 22,0
+    EXC 23,0
+    EXC 24,0
+    EXC 25,0
+    EXC 26,0
+    EXC 27,0
+    EXC 28,0
+    EXC 29,1
+    EXC 30,1
+    EXC 31,0
+
+exc_common:
+    push    %rax
+    push    %rbx
+    push    %rcx
+    push    %rdx
+    push    %rsi
+    push    %rdi
+    push    %rbp
+    push    %r8
+    push    %r9
+    push    %r10
+    push    %r11
+    push    %r12
+    push    %r13
+    push    %r14
+    push    %r15
+    mov     %rsp, %rdi
+    cld
+    call    exception_handler
+    pop     %r15
+    pop     %r14
+    pop     %r13
+    pop     %r12
+    pop     %r11
+    pop     %r10
+    pop     %r9
+    pop     %r8
+    pop     %rbp
+    pop     %rdi
+    pop     %rsi
+    pop     %rdx
+    pop     %rcx
+    pop     %rbx
+    pop     %rax
+    add     $16, %rsp                   /* vector, error code */
+    iretq
+
+    .section .rodata
+    .balign 8
+    .globl exc_table
+exc_table:
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    .quad exc\n
+    .endr
+
+/* ------------------------------------------------------------------------
+ * GDT: null, 64-bit code, data, 32-bit code, TSS (16 bytes, filled by C).
+ */
+    .data
+    .balign 16
+    .globl gdt
+gdt:
+    .quad 0
+    .quad 0x00af9a000000ffff
+    .quad 0x00cf92000000ffff
+    .quad 0x00cf9a000000ffff
+    .quad 0, 0
+gdt_end:
+    .balign 8
+    .word 0, 0, 0
+gdt_desc32:
+    .word gdt_end - gdt - 1
+    .long PA(gdt)
+    .balign 8
+    .word 0, 0, 0
+gdt_desc64:
+    .word gdt_end - gdt - 1
+    .quad gdt
+
+    .globl boot_cr3_writes
+    .balign 8
+boot_cr3_writes:
+    .quad 0
+
+/* ------------------------------------------------------------------------
+ * Boot page tables and stacks (zero-filled by the loader; the tables are
+ * cleared again above).  boot_pdpt_hi is shared by every process root.
+ */
+    .section .bss
+    .balign 4096
+    .globl boot_pml4, boot_pdpt_lo, boot_pdpt_hi, boot_pd
+boot_pml4:    .skip 4096
+boot_pdpt_lo: .skip 4096
+boot_pdpt_hi: .skip 4096
+boot_pd:      .skip 4096
+    .globl boot_stack_top, ist_stack_top
+boot_stack:   .skip 16384
+boot_stack_top:
+ist_stack:    .skip 8192
+ist_stack_top:

@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * hvfilter test guest: layout of the info page.
+ *
+ * The guest publishes its options and counters in one 4 KiB page at the
+ * fixed guest-physical address HVFG_INFO_GPA (mapped in the guest at
+ * HVFG_INFO_VA).  Everything is little-endian, fixed-width and naturally
+ * aligned, padding is explicit; lab/guest/guestinfo.py parses the same
+ * layout and tests/guest/test_layout.py compares the two.
+ *
+ * Consistency: every update group (a CR3 write and its counters, one call of
+ * the kernel function, the end of a slice...) first increments gen_start (at
+ * the END of the page), then writes the data, then copies gen_start into
+ * gen_done (at the START of the page).  A snapshot is consistent iff
+ * gen_done == gen_start: true whenever the vCPU is paused outside a group,
+ * and also for a copy taken while the guest runs, provided the copy reads
+ * the page from low to high addresses.  If they differ, take another
+ * snapshot (unpause briefly first when the domain is paused).
+ *
+ * Bump HVFG_INFO_VERSION whenever a field moves or changes meaning.
+ */
+#ifndef HVFG_INFO_H
+#define HVFG_INFO_H
+
+#define HVFG_INFO_GPA       0x01000000UL           /* 16 MiB */
+#define HVFG_KBASE          0xffffffff80000000UL   /* VA of guest-physical 0 */
+#define HVFG_INFO_VA        (HVFG_KBASE + HVFG_INFO_GPA)
+#define HVFG_INFO_SIZE      4096
+#define HVFG_INFO_MAGIC     0x4f464e4947465648UL   /* "HVFGINFO" */
+#define HVFG_INFO_VERSION   1
+
+#define HVFG_NPROC_BUSY_MAX 64                     /* nproc= limit */
+#define HVFG_NPROC_MAX      (HVFG_NPROC_BUSY_MAX + 1)  /* + the target, index 0 */
+#define HVFG_NO_PROC        0xffffffffU
+
+/* Kernel function: fixed virtual and guest-physical address. */
+#define HVFG_KFUNC_GPA      0x00101000UL
+#define HVFG_KFUNC_VA       (HVFG_KBASE + HVFG_KFUNC_GPA)
+
+/* Process-private data page (one per process, same VA in every process). */
+#define HVFG_PRIV_VA        0x0000000000400000UL
+
+/* state */
+#define HVFG_STATE_BOOT     0
+#define HVFG_STATE_RUNNING  1
+#define HVFG_STATE_DONE     2   /* rounds= reached; halted on purpose */
+#define HVFG_STATE_HALTED   3   /* halted after a fatal exception */
+
+/* halt_reason */
+#define HVFG_HALT_NONE      0
+#define HVFG_HALT_DONE      1   /* rounds= reached */
+#define HVFG_HALT_EXCEPTION 2   /* an exception that cannot be recovered */
+#define HVFG_HALT_BP        3   /* #BP at the kernel function and bphalt=1 */
+
+/* flags */
+#define HVFG_F_XEN          (1U << 0)  /* Xen found via CPUID 0x400000xx */
+#define HVFG_F_HCALL_PAGE   (1U << 1)  /* hypercall page installed */
+#define HVFG_F_DOMCTL_DONE  (1U << 2)  /* domctl_ret_* are valid */
+#define HVFG_F_KFUNC_OK     (1U << 3)  /* kfunc bytes matched kfunc_insn at boot */
+#define HVFG_F_OWN_DOMID    (1U << 4)  /* own_domid is valid (CPUID leaf base+4) */
+
+/* opt_selftest_int3 */
+#define HVFG_SELFTEST_OFF   0
+#define HVFG_SELFTEST_GOOD  1
+#define HVFG_SELFTEST_BAD   2
+
+/* Offsets (used by the assembly and checked against the struct below). */
+#define HVFG_OFF_CALLS      176
+#define HVFG_OFF_PROC       384
+#define HVFG_PROC_SIZE      56
+#define HVFG_PROC_OFF_CALLS 24
+
+#ifndef __ASSEMBLER__
+#include <stdint.h>
+
+struct hvfg_proc {                 /* 56 bytes */
+    uint64_t kroot;                /* CR3 value of the kernel root */
+    uint64_t uroot;                /* CR3 value of the user root = kroot | 0x1000 */
+    uint64_t slices;               /* time slices run */
+    uint64_t calls;                /* kernel-function calls (counted by the function) */
+    uint64_t work;                 /* work units done */
+    uint64_t cr3_writes;           /* mov-to-CR3 with this process's kroot or uroot */
+    uint64_t mismatches;           /* self-check mismatches in this process's slices */
+};
+
+struct hvfg_info {
+    uint64_t magic;                /*   0 HVFG_INFO_MAGIC */
+    uint32_t version;              /*   8 HVFG_INFO_VERSION */
+    uint32_t size;                 /*  12 sizeof(struct hvfg_info) = 4096 */
+    uint64_t gen_done;             /*  16 see "Consistency" above */
+    uint32_t state;                /*  24 HVFG_STATE_* */
+    uint32_t halt_reason;          /*  28 HVFG_HALT_* */
+    uint32_t flags;                /*  32 HVFG_F_* */
+    uint32_t xen_version;          /*  36 CPUID base+1 EAX: major << 16 | minor; 0 without Xen */
+
+    /* Boot options in effect (after defaults and clamping). */
+    uint32_t opt_nproc;            /*  40 busy processes */
+    uint32_t opt_target;           /*  44 1: process 0 is the target */
+    uint32_t opt_quiet;            /*  48 quiet=K */
+    uint32_t opt_gap;              /*  52 M: busy slices between two target slices */
+    uint32_t opt_calls;            /*  56 kernel-function calls per slice */
+    uint32_t opt_work;             /*  60 work units per slice */
+    uint32_t opt_kpti;             /*  64 */
+    uint32_t opt_domctl;           /*  68 */
+    uint32_t opt_selftest_int3;    /*  72 HVFG_SELFTEST_* */
+    uint32_t opt_report;           /*  76 rounds between progress lines (0: none) */
+    uint64_t opt_rounds;           /*  80 stop after this many rounds (0: never) */
+    uint32_t opt_exit;             /*  88 1: leave QEMU / shut the domain down when done */
+    uint32_t opt_bphalt;           /*  92 1: halt on a reinjected #BP instead of recovering */
+
+    uint32_t nprocs;               /*  96 entries of proc[] in use = opt_nproc + 1 */
+    uint32_t target_index;         /* 100 0, or HVFG_NO_PROC with target=0 */
+    uint64_t kfunc_va;             /* 104 HVFG_KFUNC_VA */
+    uint64_t kfunc_gpa;            /* 112 HVFG_KFUNC_GPA */
+    uint8_t  kfunc_insn[16];       /* 120 original bytes of the first instruction */
+    uint32_t kfunc_insn_len;       /* 136 its length */
+    uint32_t current_proc;         /* 140 process of the running slice (HVFG_NO_PROC before) */
+
+    /* Totals. */
+    uint64_t cr3_writes;           /* 144 every mov-to-CR3, including the boot one */
+    uint64_t cr3_writes_boot;      /* 152 of which before the first slice (1) */
+    uint64_t slices;               /* 160 */
+    uint64_t switches;             /* 168 slices whose process differs from the previous one */
+    uint64_t calls;                /* 176 kernel-function calls (counted by the function) */
+    uint64_t work;                 /* 184 */
+    uint64_t rounds;               /* 192 completed rounds (the heartbeat) */
+
+    /* Self-check. */
+    uint64_t checks;               /* 200 slices whose call results were checked */
+    uint64_t mismatches;           /* 208 of which wrong (emulation error) */
+    uint64_t as_checks;            /* 216 work units that verified their private page */
+    uint64_t as_mismatches;        /* 224 of which saw another address space */
+    uint64_t round_checksum;       /* 232 fold of all call results of the last round */
+    uint64_t round_checksum_ref;   /* 240 the same, computed without the kernel function */
+
+    /* Exceptions. */
+    uint64_t exc_count;            /* 248 every exception except selftest #BPs */
+    uint32_t last_exc_vector;      /* 256 */
+    uint32_t last_exc_proc;        /* 260 current process at the time (HVFG_NO_PROC: none) */
+    uint64_t last_exc_rip;         /* 264 RIP pushed by the CPU (after int3 for #BP) */
+    uint64_t last_exc_error;       /* 272 error code (0 if none) */
+    uint64_t last_exc_cr2;         /* 280 */
+    uint64_t last_exc_cr3;         /* 288 */
+    uint64_t bp_selftest_hits;     /* 296 #BPs handled by the selftest_int3 handler */
+
+    /* Privilege test (domctl=1). */
+    int64_t  domctl_ret_dom0;      /* 304 HYPERVISOR_domctl return, target domain 0 */
+    int64_t  domctl_ret_self;      /* 312 target DOMID_SELF (0x7ff0) */
+    int64_t  domctl_ret_own;       /* 320 target own_domid (if known) */
+    uint32_t own_domid;            /* 328 from CPUID base+4 ECX, HVFG_NO_PROC if unknown */
+    uint32_t pad0;                 /* 332 zero */
+    uint64_t reserved0[6];         /* 336 zero */
+
+    struct hvfg_proc proc[HVFG_NPROC_MAX]; /* 384 index 0 = target slot */
+
+    uint64_t gen_start;            /* 4024 see "Consistency" above */
+    uint64_t reserved1[8];         /* 4032 zero */
+};
+
+_Static_assert(sizeof(struct hvfg_proc) == HVFG_PROC_SIZE, "proc size");
+_Static_assert(sizeof(struct hvfg_info) == HVFG_INFO_SIZE, "info size");
+_Static_assert(__builtin_offsetof(struct hvfg_info, calls) == HVFG_OFF_CALLS, "calls");
+_Static_assert(__builtin_offsetof(struct hvfg_info, proc) == HVFG_OFF_PROC, "proc");
+_Static_assert(__builtin_offsetof(struct hvfg_proc, calls) == HVFG_PROC_OFF_CALLS, "pcalls");
+_Static_assert(__builtin_offsetof(struct hvfg_info, gen_start) == 4024, "gen_start");
+#endif /* __ASSEMBLER__ */
+
+#endif /* HVFG_INFO_H */

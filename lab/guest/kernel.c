@@ -1,0 +1,920 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * hvfilter test guest: a tiny freestanding x86-64 PVH kernel that runs N
+ * "processes" (own page tables, KPTI-style root pairs) round robin, calls a
+ * kernel function at a fixed address, checks its results and publishes
+ * exact counters in the info page.  See README.md.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "info.h"
+
+#define PAGE_SIZE 4096UL
+#define PTE_P     0x1UL
+#define PTE_RW    0x2UL
+#define PTE_US    0x4UL
+
+#define PRIV_MAGIC 0x5652505047465648UL   /* "HVFGPPRV" */
+
+#define HVM_START_MAGIC 0x336ec578U
+#define DOMID_SELF      0x7ff0
+#define XEN_DOMCTL_IFACE 0x15
+#define XEN_DOMCTL_HVFILTER_OP 0x4846
+#define HYPERCALL_SCHED_OP 29
+#define HYPERCALL_DOMCTL   36
+#define SCHEDOP_SHUTDOWN   2
+#define SHUTDOWN_POWEROFF  0
+#define QEMU_DEBUG_EXIT_PORT 0xf4
+
+/* ---- symbols from boot.S / guest.ld ------------------------------------ */
+extern uint64_t kfunc(uint64_t proc, uint64_t x);
+extern const uint8_t kfunc_insn[];
+extern const uint32_t kfunc_insn_len;
+extern const uint64_t kfunc_resume;
+extern const uint64_t exc_table[32];
+extern uint64_t gdt[];
+extern uint64_t boot_cr3_writes;
+extern uint64_t boot_pdpt_hi[512];
+extern uint8_t ist_stack_top[];
+
+#define info ((volatile struct hvfg_info *)HVFG_INFO_VA)
+
+/* ---- per-process page tables ------------------------------------------ */
+struct proc_tables {
+    uint64_t pdpt[512];
+    uint64_t pd[512];
+    uint64_t pt[512];
+};
+
+struct priv_page {
+    uint64_t magic;
+    uint64_t owner;
+    uint64_t work;
+    uint64_t state;
+};
+
+/* Root pairs: [p][0] kernel root, [p][1] user root, 8 KiB aligned so that
+ * the two CR3 values differ only in bit 12. */
+static uint64_t roots[HVFG_NPROC_MAX][2][512] __attribute__((aligned(8192)));
+static struct proc_tables tables[HVFG_NPROC_MAX] __attribute__((aligned(4096)));
+static uint8_t priv_pages[HVFG_NPROC_MAX][PAGE_SIZE] __attribute__((aligned(4096)));
+static uint8_t hypercall_page[PAGE_SIZE] __attribute__((aligned(4096)));
+static uint8_t tramp[2][32] __attribute__((section(".data.tramp"), aligned(32)));
+
+static inline uint64_t pa(const volatile void *va)
+{
+    return (uint64_t)(uintptr_t)va - HVFG_KBASE;
+}
+
+static inline void *va_of(uint64_t paddr)
+{
+    return (void *)(uintptr_t)(paddr + HVFG_KBASE);
+}
+
+/* ---- tiny libc ---------------------------------------------------------- */
+void *memset(void *d, int c, size_t n)
+{
+    uint8_t *p = d;
+    while ( n-- )
+        *p++ = (uint8_t)c;
+    return d;
+}
+
+void *memcpy(void *d, const void *s, size_t n)
+{
+    uint8_t *p = d;
+    const uint8_t *q = s;
+    while ( n-- )
+        *p++ = *q++;
+    return d;
+}
+
+static inline void outb(uint16_t port, uint8_t v)
+{
+    __asm__ volatile("outb %0, %1" :: "a"(v), "Nd"(port));
+}
+
+static inline void outl(uint16_t port, uint32_t v)
+{
+    __asm__ volatile("outl %0, %1" :: "a"(v), "Nd"(port));
+}
+
+static inline void cpuid(uint32_t leaf, uint32_t *a, uint32_t *b, uint32_t *c, uint32_t *d)
+{
+    __asm__ volatile("cpuid" : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d) : "a"(leaf), "c"(0));
+}
+
+static inline void wrmsr(uint32_t msr, uint64_t v)
+{
+    __asm__ volatile("wrmsr" :: "c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)));
+}
+
+static inline uint64_t read_cr2(void)
+{
+    uint64_t v;
+    __asm__ volatile("mov %%cr2, %0" : "=r"(v));
+    return v;
+}
+
+static inline uint64_t read_cr3(void)
+{
+    uint64_t v;
+    __asm__ volatile("mov %%cr3, %0" : "=r"(v));
+    return v;
+}
+
+static inline void write_cr3(uint64_t v)
+{
+    __asm__ volatile("mov %0, %%cr3" :: "r"(v) : "memory");
+}
+
+#define barrier() __asm__ volatile("" ::: "memory")
+
+/* ---- console (port 0xE9: QEMU debugcon, Xen's "(dN)" guest log) ------- */
+static void putc_(char c)
+{
+    outb(0xe9, (uint8_t)c);
+}
+
+static void puts_(const char *s)
+{
+    while ( *s )
+        putc_(*s++);
+}
+
+static void put_u(uint64_t v, unsigned base, int width)
+{
+    char buf[24];
+    int i = 0;
+    do {
+        unsigned d = (unsigned)(v % base);
+        buf[i++] = (char)(d < 10 ? '0' + d : 'a' + d - 10);
+        v /= base;
+    } while ( v );
+    while ( i < width )
+        buf[i++] = '0';
+    while ( i )
+        putc_(buf[--i]);
+}
+
+/* %s %c %d %u %x (all integer arguments are 64-bit: use l-less forms with
+ * (uint64_t)/(int64_t) arguments), %02x for bytes. */
+static void kprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    for ( ; *fmt; fmt++ )
+    {
+        if ( *fmt != '%' )
+        {
+            putc_(*fmt);
+            continue;
+        }
+        int width = 0;
+        fmt++;
+        while ( *fmt >= '0' && *fmt <= '9' )
+            width = width * 10 + (*fmt++ - '0');
+        switch ( *fmt )
+        {
+        case 's': puts_(va_arg(ap, const char *)); break;
+        case 'c': putc_((char)va_arg(ap, int)); break;
+        case 'u': put_u(va_arg(ap, uint64_t), 10, width); break;
+        case 'x': put_u(va_arg(ap, uint64_t), 16, width); break;
+        case 'd': {
+            int64_t v = va_arg(ap, int64_t);
+            if ( v < 0 ) { putc_('-'); put_u((uint64_t)-v, 10, width); }
+            else put_u((uint64_t)v, 10, width);
+            break;
+        }
+        case '%': putc_('%'); break;
+        default: putc_('?'); break;
+        }
+    }
+    va_end(ap);
+}
+
+/* ---- options ------------------------------------------------------------ */
+static struct {
+    uint32_t nproc, target, quiet, gap, calls, work, kpti, domctl, selftest;
+    uint32_t report, exit, bphalt;
+    uint64_t rounds;
+    int gap_given;
+} opt = {
+    .nproc = 8, .target = 1, .quiet = 1, .calls = 4, .work = 16, .kpti = 1,
+    .report = 1000,
+};
+
+static char cmdline[512];
+
+static int streq_n(const char *a, const char *b, size_t n)
+{
+    for ( size_t i = 0; i < n; i++ )
+        if ( a[i] != b[i] || !a[i] )
+            return 0;
+    return b[n] == 0;
+}
+
+static int parse_num(const char *s, size_t n, uint64_t *out)
+{
+    uint64_t v = 0;
+    unsigned base = 10;
+    size_t i = 0;
+    if ( n > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X') )
+    {
+        base = 16;
+        i = 2;
+    }
+    if ( i == n )
+        return -1;
+    for ( ; i < n; i++ )
+    {
+        char c = s[i];
+        unsigned d;
+        if ( c >= '0' && c <= '9' ) d = (unsigned)(c - '0');
+        else if ( base == 16 && c >= 'a' && c <= 'f' ) d = (unsigned)(c - 'a' + 10);
+        else if ( base == 16 && c >= 'A' && c <= 'F' ) d = (unsigned)(c - 'A' + 10);
+        else return -1;
+        v = v * base + d;
+    }
+    *out = v;
+    return 0;
+}
+
+static void opt_warn(const char *tok, size_t n, const char *why)
+{
+    puts_("HVFG warning option '");
+    for ( size_t i = 0; i < n; i++ )
+        putc_(tok[i]);
+    kprintf("' %s\n", why);
+}
+
+/* Set *dst from a numeric value clamped to [lo, hi]. */
+static void set_u32(const char *tok, size_t tn, const char *val, size_t vn,
+                    uint32_t *dst, uint64_t lo, uint64_t hi)
+{
+    uint64_t v;
+    if ( parse_num(val, vn, &v) )
+    {
+        opt_warn(tok, tn, "ignored: not a number");
+        return;
+    }
+    if ( v < lo || v > hi )
+    {
+        opt_warn(tok, tn, "clamped to its range");
+        v = v < lo ? lo : hi;
+    }
+    *dst = (uint32_t)v;
+}
+
+static void parse_cmdline(const char *s)
+{
+    while ( *s )
+    {
+        while ( *s == ' ' || *s == '\t' || *s == '\n' )
+            s++;
+        if ( !*s )
+            break;
+        const char *tok = s;
+        while ( *s && *s != ' ' && *s != '\t' && *s != '\n' )
+            s++;
+        size_t tn = (size_t)(s - tok), kn = 0;
+        while ( kn < tn && tok[kn] != '=' )
+            kn++;
+        const char *val = kn < tn ? tok + kn + 1 : NULL;
+        size_t vn = val ? tn - kn - 1 : 0;
+
+#define KEY(k) streq_n(tok, k, kn)
+        if ( !val )
+        {
+            if ( streq_n(tok, "notarget", tn) ) opt.target = 0;
+            else if ( streq_n(tok, "target", tn) ) opt.target = 1;
+            else opt_warn(tok, tn, "unknown, ignored");
+            continue;
+        }
+        if ( KEY("nproc") ) set_u32(tok, tn, val, vn, &opt.nproc, 1, HVFG_NPROC_BUSY_MAX);
+        else if ( KEY("quiet") ) set_u32(tok, tn, val, vn, &opt.quiet, 1, 1000000);
+        else if ( KEY("gap") )
+        {
+            set_u32(tok, tn, val, vn, &opt.gap, 1, 100000000);
+            opt.gap_given = 1;
+        }
+        else if ( KEY("target") ) set_u32(tok, tn, val, vn, &opt.target, 0, 1);
+        else if ( KEY("calls") ) set_u32(tok, tn, val, vn, &opt.calls, 0, 100000);
+        else if ( KEY("work") ) set_u32(tok, tn, val, vn, &opt.work, 0, 10000000);
+        else if ( KEY("kpti") ) set_u32(tok, tn, val, vn, &opt.kpti, 0, 1);
+        else if ( KEY("domctl") ) set_u32(tok, tn, val, vn, &opt.domctl, 0, 1);
+        else if ( KEY("report") ) set_u32(tok, tn, val, vn, &opt.report, 0, 0xffffffffU);
+        else if ( KEY("exit") ) set_u32(tok, tn, val, vn, &opt.exit, 0, 1);
+        else if ( KEY("bphalt") ) set_u32(tok, tn, val, vn, &opt.bphalt, 0, 1);
+        else if ( KEY("rounds") )
+        {
+            uint64_t v;
+            if ( parse_num(val, vn, &v) )
+                opt_warn(tok, tn, "ignored: not a number");
+            else
+                opt.rounds = v;
+        }
+        else if ( KEY("selftest_int3") )
+        {
+            if ( streq_n(val, "bad", vn) ) opt.selftest = HVFG_SELFTEST_BAD;
+            else if ( streq_n(val, "good", vn) || streq_n(val, "1", vn) )
+                opt.selftest = HVFG_SELFTEST_GOOD;
+            else if ( streq_n(val, "0", vn) ) opt.selftest = HVFG_SELFTEST_OFF;
+            else opt_warn(tok, tn, "ignored: use 0, 1, good or bad");
+        }
+        else
+            opt_warn(tok, tn, "unknown, ignored");
+#undef KEY
+    }
+    if ( !opt.gap_given )
+        opt.gap = opt.quiet * opt.nproc;
+}
+
+/* ---- info page update groups (see info.h, "Consistency") --------------- */
+static inline void grp_begin(void)
+{
+    info->gen_start = info->gen_start + 1;
+    barrier();
+}
+
+static inline void grp_end(void)
+{
+    barrier();
+    info->gen_done = info->gen_start;
+}
+
+/* ---- Xen ------------------------------------------------------------------ */
+static uint32_t xen_base;   /* CPUID leaf base, 0 if not on Xen */
+
+static void detect_xen(void)
+{
+    for ( uint32_t base = 0x40000000; base < 0x40010000; base += 0x100 )
+    {
+        uint32_t a, b, c, d;
+        cpuid(base, &a, &b, &c, &d);
+        /* "XenVMMXenVMM" */
+        if ( b == 0x566e6558 && c == 0x65584d4d && d == 0x4d4d566e && a >= base + 2 )
+        {
+            xen_base = base;
+            return;
+        }
+    }
+}
+
+static long hypercall2(unsigned op, uint64_t a1, uint64_t a2)
+{
+    long ret;
+    register uint64_t r10 __asm__("r10") = 0;
+    register uint64_t r8 __asm__("r8") = 0;
+    uint64_t rdx = 0;
+    __asm__ volatile("call *%[stub]"
+                     : "=a"(ret), "+D"(a1), "+S"(a2), "+d"(rdx), "+r"(r10), "+r"(r8)
+                     : [stub] "r"(hypercall_page + op * 32)
+                     : "memory", "rcx", "r11");
+    return ret;
+}
+
+struct xen_domctl_local {          /* struct xen_domctl: 16-byte header + 128-byte union */
+    uint32_t cmd;
+    uint32_t interface_version;
+    uint16_t domain;
+    uint16_t pad[3];
+    uint8_t  u[128];
+} __attribute__((aligned(8)));
+_Static_assert(sizeof(struct xen_domctl_local) == 144, "xen_domctl size");
+
+static struct xen_domctl_local domctl_buf;
+
+static long try_domctl(uint16_t domid)
+{
+    memset(&domctl_buf, 0, sizeof(domctl_buf));
+    domctl_buf.cmd = XEN_DOMCTL_HVFILTER_OP;
+    domctl_buf.interface_version = XEN_DOMCTL_IFACE;
+    domctl_buf.domain = domid;
+    return hypercall2(HYPERCALL_DOMCTL, (uint64_t)(uintptr_t)&domctl_buf, 0);
+}
+
+static void xen_setup(void)
+{
+    uint32_t a, b, c, d;
+    cpuid(xen_base + 1, &a, &b, &c, &d);
+    info->xen_version = a;
+    cpuid(xen_base + 2, &a, &b, &c, &d);
+    if ( a >= 1 )
+    {
+        wrmsr(b, pa(hypercall_page));
+        info->flags |= HVFG_F_HCALL_PAGE;
+    }
+    cpuid(xen_base, &a, &b, &c, &d);
+    if ( a >= xen_base + 4 )
+    {
+        cpuid(xen_base + 4, &a, &b, &c, &d);
+        if ( a & (1U << 4) )   /* XEN_HVM_CPUID_DOMID_PRESENT */
+        {
+            info->own_domid = c;
+            info->flags |= HVFG_F_OWN_DOMID;
+        }
+    }
+}
+
+static void do_domctl_test(void)
+{
+    if ( !(info->flags & HVFG_F_HCALL_PAGE) )
+    {
+        kprintf("HVFG domctl skipped reason=%s\n", xen_base ? "no-hypercall-page" : "no-xen");
+        return;
+    }
+    long r0 = try_domctl(0);
+    long rs = try_domctl(DOMID_SELF);
+    long ro = 0;
+    int own = (info->flags & HVFG_F_OWN_DOMID) != 0;
+    if ( own )
+        ro = try_domctl((uint16_t)info->own_domid);
+    info->domctl_ret_dom0 = r0;
+    info->domctl_ret_self = rs;
+    info->domctl_ret_own = ro;
+    info->flags |= HVFG_F_DOMCTL_DONE;
+    kprintf("HVFG domctl cmd=0x%x dom0=%d self=%d own=%d own_domid=%d\n",
+            (uint64_t)XEN_DOMCTL_HVFILTER_OP, (int64_t)r0, (int64_t)rs, (int64_t)ro,
+            own ? (int64_t)info->own_domid : (int64_t)-1);
+}
+
+/* ---- halting and exiting ------------------------------------------------ */
+static void __attribute__((noreturn)) halt_forever(void)
+{
+    for ( ;; )
+        __asm__ volatile("cli; hlt");
+}
+
+static void __attribute__((noreturn)) finish(void)
+{
+    if ( opt.exit )
+    {
+        if ( xen_base && (info->flags & HVFG_F_HCALL_PAGE) )
+        {
+            static uint32_t reason = SHUTDOWN_POWEROFF;
+            hypercall2(HYPERCALL_SCHED_OP, SCHEDOP_SHUTDOWN, (uint64_t)(uintptr_t)&reason);
+        }
+        else if ( !xen_base )
+        {
+            /* QEMU isa-debug-exit (if configured): exit status (v << 1) | 1. */
+            uint32_t bad = info->mismatches || info->as_mismatches || info->exc_count;
+            outl(QEMU_DEBUG_EXIT_PORT, bad);
+        }
+    }
+    halt_forever();
+}
+
+/* ---- IDT, TSS, exceptions ----------------------------------------------- */
+struct idt_entry {
+    uint16_t off_lo, sel;
+    uint8_t ist, type;
+    uint16_t off_mid;
+    uint32_t off_hi, zero;
+};
+static struct idt_entry idt[32] __attribute__((aligned(16)));
+static struct {
+    uint32_t rsvd0;
+    uint64_t rsp[3];
+    uint64_t rsvd1;
+    uint64_t ist[7];
+    uint64_t rsvd2;
+    uint16_t rsvd3, iomap;
+} __attribute__((packed, aligned(16))) tss;
+
+struct frame {
+    uint64_t r15, r14, r13, r12, r11, r10, r9, r8, rbp, rdi, rsi, rdx, rcx, rbx, rax;
+    uint64_t vec, err, rip, cs, rflags, rsp, ss;
+};
+
+static void idt_setup(void)
+{
+    uint64_t base = (uint64_t)(uintptr_t)&tss;
+    uint64_t lim = sizeof(tss) - 1;
+    tss.ist[0] = (uint64_t)(uintptr_t)ist_stack_top;
+    tss.iomap = sizeof(tss);
+    gdt[4] = (lim & 0xffff) | ((base & 0xffffff) << 16) | (0x89UL << 40) |
+             (((lim >> 16) & 0xf) << 48) | (((base >> 24) & 0xff) << 56);
+    gdt[5] = base >> 32;
+    __asm__ volatile("ltr %w0" :: "r"(0x20));
+
+    for ( int v = 0; v < 32; v++ )
+    {
+        uint64_t h = exc_table[v];
+        idt[v].off_lo = (uint16_t)h;
+        idt[v].sel = 0x08;
+        /* #NMI, #DF, #MC on their own stack */
+        idt[v].ist = (v == 2 || v == 8 || v == 18) ? 1 : 0;
+        idt[v].type = 0x8e;  /* present, DPL 0, 64-bit interrupt gate */
+        idt[v].off_mid = (uint16_t)(h >> 16);
+        idt[v].off_hi = (uint32_t)(h >> 32);
+        idt[v].zero = 0;
+    }
+    struct __attribute__((packed)) { uint16_t lim; uint64_t base; } d = {
+        sizeof(idt) - 1, (uint64_t)(uintptr_t)idt
+    };
+    __asm__ volatile("lidt %0" :: "m"(d));
+}
+
+static uint32_t cur_proc = HVFG_NO_PROC;
+
+static const char *const exc_names[32] = {
+    "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "#09", "#TS",
+    "#NP", "#SS", "#GP", "#PF", "#15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP",
+    "#22", "#23", "#24", "#25", "#26", "#27", "#HV", "#VC", "#SX", "#31",
+};
+
+void exception_handler(struct frame *f);
+void exception_handler(struct frame *f)
+{
+    uint64_t kva = HVFG_KFUNC_VA;
+    int at_kfunc = f->vec == 3 && f->rip - 1 == kva;
+
+    if ( at_kfunc && opt.selftest != HVFG_SELFTEST_OFF )
+    {
+        /* Our own breakpoint: run the original instruction out of line. */
+        info->bp_selftest_hits = info->bp_selftest_hits + 1;
+        f->rip = (uint64_t)(uintptr_t)tramp[opt.selftest == HVFG_SELFTEST_BAD];
+        return;
+    }
+
+    uint64_t cr2 = read_cr2(), cr3 = read_cr3();
+    info->exc_count = info->exc_count + 1;
+    info->last_exc_vector = (uint32_t)f->vec;
+    info->last_exc_proc = cur_proc;
+    info->last_exc_rip = f->rip;
+    info->last_exc_error = f->err;
+    info->last_exc_cr2 = cr2;
+    info->last_exc_cr3 = cr3;
+
+    kprintf("HVFG EXCEPTION vector=%u name=%s rip=0x%x err=0x%x cr2=0x%x cr3=0x%x proc=%d count=%u\n",
+            f->vec, exc_names[f->vec & 31], f->rip, f->err, cr2, cr3,
+            cur_proc == HVFG_NO_PROC ? (int64_t)-1 : (int64_t)cur_proc,
+            info->exc_count);
+
+    if ( at_kfunc && !opt.bphalt )
+    {
+        /* A #BP reinjected at the kernel function (a VMI breakpoint that the
+         * hypervisor did not handle).  Continuing is safe: if the int3 is
+         * still there, execute the original instruction out of line (the
+         * guest knows its bytes); if it has been removed, re-execute it. */
+        volatile uint8_t *k = (volatile uint8_t *)kva;
+        int present = *k == 0xcc;
+        f->rip = present ? (uint64_t)(uintptr_t)tramp[0] : kva;
+        kprintf("HVFG EXCEPTION reinjected #BP at kfunc: recovered via %s, continuing\n",
+                present ? "trampoline" : "re-execution");
+        return;
+    }
+
+    info->halt_reason = at_kfunc ? HVFG_HALT_BP : HVFG_HALT_EXCEPTION;
+    info->state = HVFG_STATE_HALTED;
+    /* Close any update group the exception interrupted, so that a reader
+     * sees a consistent (if final) page. */
+    info->gen_done = info->gen_start;
+    kprintf("HVFG HALTED reason=%s vector=%u rip=0x%x\n",
+            at_kfunc ? "bp-at-kfunc(bphalt=1)" : "exception", f->vec, f->rip);
+    halt_forever();
+}
+
+/* ---- kernel function reference and trampolines ------------------------ */
+/* What kfunc computes, written independently of its code (no call). */
+static uint64_t kfunc_ref(uint64_t p, uint64_t x)
+{
+    uint64_t r = x + 8 * p + 0x5bd1e995UL;
+    r ^= r >> 29;
+    r *= 0x27d4eb2dUL;
+    r ^= r >> 32;
+    return r;
+}
+
+static void build_trampolines(void)
+{
+    uint32_t n = kfunc_insn_len;
+    for ( int t = 0; t < 2; t++ )
+    {
+        uint8_t *p = tramp[t];
+        memcpy(p, kfunc_insn, n);
+        if ( t == 1 )
+            p[4] ^= 0x01;   /* selftest_int3=bad: displacement off by one */
+        /* jmp rel32 back to the instruction after the original one */
+        int64_t rel = (int64_t)kfunc_resume - (int64_t)(uintptr_t)(p + n + 5);
+        p[n] = 0xe9;
+        uint32_t r32 = (uint32_t)(int32_t)rel;
+        memcpy(p + n + 1, &r32, 4);
+    }
+}
+
+/* ---- processes ---------------------------------------------------------- */
+static uint32_t nprocs;       /* opt.nproc + 1 (index 0 = target slot) */
+static uint64_t kroot[HVFG_NPROC_MAX], uroot[HVFG_NPROC_MAX];
+
+static void build_processes(void)
+{
+    unsigned pd_i = (HVFG_PRIV_VA >> 21) & 511, pt_i = (HVFG_PRIV_VA >> 12) & 511;
+    for ( uint32_t p = 0; p < nprocs; p++ )
+    {
+        struct proc_tables *t = &tables[p];
+        memset(t, 0, sizeof(*t));
+        memset(priv_pages[p], 0, PAGE_SIZE);
+        t->pt[pt_i] = pa(priv_pages[p]) | PTE_P | PTE_RW | PTE_US;
+        t->pd[pd_i] = pa(t->pt) | PTE_P | PTE_RW | PTE_US;
+        t->pdpt[0] = pa(t->pd) | PTE_P | PTE_RW | PTE_US;
+        for ( int r = 0; r < 2; r++ )
+        {
+            memset(roots[p][r], 0, PAGE_SIZE);
+            roots[p][r][0] = pa(t->pdpt) | PTE_P | PTE_RW | PTE_US;
+            roots[p][r][511] = pa(boot_pdpt_hi) | PTE_P | PTE_RW;
+        }
+        struct priv_page *pp = (struct priv_page *)priv_pages[p];
+        pp->magic = PRIV_MAGIC;
+        pp->owner = p;
+        pp->state = 0x9e3779b97f4a7c15UL * (p + 1);
+        kroot[p] = pa(roots[p][0]);
+        uroot[p] = pa(roots[p][1]);
+        info->proc[p].kroot = kroot[p];
+        info->proc[p].uroot = uroot[p];
+    }
+}
+
+/* ---- the schedule ------------------------------------------------------- */
+static uint32_t prev_proc = HVFG_NO_PROC;
+static uint64_t round_sum, round_ref;
+
+static inline void cr3_switch(uint32_t p, uint64_t val, int is_slice_start)
+{
+    volatile struct hvfg_proc *pi = &info->proc[p];
+    grp_begin();
+    write_cr3(val);
+    info->cr3_writes = info->cr3_writes + 1;
+    pi->cr3_writes = pi->cr3_writes + 1;
+    if ( is_slice_start )
+    {
+        info->slices = info->slices + 1;
+        pi->slices = pi->slices + 1;
+        if ( p != prev_proc )
+            info->switches = info->switches + 1;
+        info->current_proc = p;
+    }
+    grp_end();
+}
+
+static void run_slice(uint32_t p)
+{
+    volatile struct hvfg_proc *pi = &info->proc[p];
+    volatile struct priv_page *pp = (volatile struct priv_page *)HVFG_PRIV_VA;
+    uint32_t W = opt.work, C = opt.calls;
+
+    /* Context switch to the process's kernel root. */
+    cr3_switch(p, kroot[p], 1);
+    cur_proc = p;
+    prev_proc = p;
+
+    /* "Return to user": user root for the work (KPTI). */
+    if ( opt.kpti )
+        cr3_switch(p, uroot[p], 0);
+
+    /* Work: private page must be ours (address-space check). */
+    uint64_t bad = 0, st = pp->state;
+    for ( uint32_t w = 0; w < W; w++ )
+    {
+        if ( pp->magic != PRIV_MAGIC || pp->owner != p )
+            bad++;
+        st = st * 6364136223846793005UL + 1442695040888963407UL;
+        pp->state = st;
+        pp->work = pp->work + 1;
+    }
+    grp_begin();
+    pi->work = pi->work + W;
+    info->work = info->work + W;
+    info->as_checks = info->as_checks + W;
+    if ( pp->work != pi->work )
+        bad++;
+    if ( bad )
+        info->as_mismatches = info->as_mismatches + bad;
+    grp_end();
+
+    /* "System call": back to the kernel root, call the kernel function. */
+    if ( opt.kpti )
+        cr3_switch(p, kroot[p], 0);
+
+    uint64_t base = (pi->slices << 20) ^ ((uint64_t)p << 48);
+    uint64_t acc = 0, ref = 0;
+    for ( uint32_t i = 0; i < C; i++ )
+    {
+        uint64_t x = base + i;
+        grp_begin();
+        uint64_t r = kfunc(p, x);
+        grp_end();
+        acc = ((acc << 7) | (acc >> 57)) ^ r;
+        ref = ((ref << 7) | (ref >> 57)) ^ kfunc_ref(p, x);
+    }
+
+    grp_begin();
+    info->checks = info->checks + 1;
+    if ( acc != ref )
+    {
+        info->mismatches = info->mismatches + 1;
+        pi->mismatches = pi->mismatches + 1;
+    }
+    grp_end();
+    round_sum = round_sum * 31 + acc;
+    round_ref = round_ref * 31 + ref;
+}
+
+static void report(void)
+{
+    kprintf("HVFG progress round=%u slices=%u switches=%u cr3=%u calls=%u work=%u "
+            "checks=%u mismatch=%u as_mismatch=%u exc=%u\n",
+            info->rounds, info->slices, info->switches, info->cr3_writes, info->calls,
+            info->work, info->checks, info->mismatches, info->as_mismatches,
+            info->exc_count);
+    if ( opt.target )
+    {
+        volatile struct hvfg_proc *t = &info->proc[0];
+        kprintf("HVFG target proc=0 slices=%u cr3=%u calls=%u work=%u mismatch=%u share_ppm=%u\n",
+                t->slices, t->cr3_writes, t->calls, t->work, t->mismatches,
+                info->slices ? t->slices * 1000000 / info->slices : 0);
+    }
+    uint64_t smin = ~0UL, smax = 0, wmin = ~0UL, wmax = 0;
+    for ( uint32_t p = 1; p < nprocs; p++ )
+    {
+        uint64_t s = info->proc[p].slices, w = info->proc[p].work;
+        smin = s < smin ? s : smin;
+        smax = s > smax ? s : smax;
+        wmin = w < wmin ? w : wmin;
+        wmax = w > wmax ? w : wmax;
+    }
+    kprintf("HVFG busy procs=%u slices_min=%u slices_max=%u work_min=%u work_max=%u\n",
+            (uint64_t)opt.nproc, smin, smax, wmin, wmax);
+}
+
+static void __attribute__((noreturn)) schedule(void)
+{
+    uint32_t N = opt.nproc, M = opt.gap, next_busy = 0;
+    uint64_t since_target = M;   /* the target runs first */
+    uint64_t busy_in_round = 0;
+
+    for ( ;; )
+    {
+        if ( opt.target && since_target >= M )
+        {
+            run_slice(0);
+            since_target = 0;
+            continue;
+        }
+        run_slice(1 + next_busy);
+        next_busy = next_busy + 1 == N ? 0 : next_busy + 1;
+        since_target++;
+        if ( ++busy_in_round < N )
+            continue;
+
+        /* A round: every busy process once (plus the target slices due). */
+        busy_in_round = 0;
+        grp_begin();
+        info->round_checksum = round_sum;
+        info->round_checksum_ref = round_ref;
+        info->rounds = info->rounds + 1;
+        grp_end();
+        round_sum = round_ref = 0;
+        uint64_t r = info->rounds;
+        if ( opt.report && r % opt.report == 0 )
+            report();
+        if ( opt.rounds && r >= opt.rounds )
+        {
+            grp_begin();
+            info->state = HVFG_STATE_DONE;
+            info->halt_reason = HVFG_HALT_DONE;
+            grp_end();
+            if ( !opt.report || r % opt.report )
+                report();
+            kprintf("HVFG done rounds=%u slices=%u cr3=%u calls=%u mismatch=%u as_mismatch=%u exc=%u\n",
+                    r, info->slices, info->cr3_writes, info->calls, info->mismatches,
+                    info->as_mismatches, info->exc_count);
+            finish();
+        }
+    }
+}
+
+/* ---- boot --------------------------------------------------------------- */
+static void read_start_info(uint64_t si_pa)
+{
+    cmdline[0] = 0;
+    if ( !si_pa || si_pa >= 0x40000000UL )
+    {
+        kprintf("HVFG warning no usable start info (0x%x): defaults\n", si_pa);
+        return;
+    }
+    const volatile uint32_t *si = va_of(si_pa);
+    if ( si[0] != HVM_START_MAGIC )
+    {
+        kprintf("HVFG warning bad start info magic 0x%x: defaults\n", (uint64_t)si[0]);
+        return;
+    }
+    uint64_t cl = *(const volatile uint64_t *)va_of(si_pa + 24);
+    if ( !cl || cl >= 0x40000000UL )
+        return;
+    const volatile char *c = va_of(cl);
+    size_t i = 0;
+    while ( i < sizeof(cmdline) - 1 && c[i] )
+    {
+        cmdline[i] = c[i];
+        i++;
+    }
+    cmdline[i] = 0;
+}
+
+void kmain(uint64_t start_info_pa);
+void kmain(uint64_t start_info_pa)
+{
+    idt_setup();
+    read_start_info(start_info_pa);
+    detect_xen();
+
+    memset((void *)HVFG_INFO_VA, 0, HVFG_INFO_SIZE);
+    parse_cmdline(cmdline);
+    nprocs = opt.nproc + 1;
+
+    info->magic = HVFG_INFO_MAGIC;
+    info->version = HVFG_INFO_VERSION;
+    info->size = HVFG_INFO_SIZE;
+    info->state = HVFG_STATE_BOOT;
+    info->opt_nproc = opt.nproc;
+    info->opt_target = opt.target;
+    info->opt_quiet = opt.quiet;
+    info->opt_gap = opt.gap;
+    info->opt_calls = opt.calls;
+    info->opt_work = opt.work;
+    info->opt_kpti = opt.kpti;
+    info->opt_domctl = opt.domctl;
+    info->opt_selftest_int3 = opt.selftest;
+    info->opt_report = opt.report;
+    info->opt_rounds = opt.rounds;
+    info->opt_exit = opt.exit;
+    info->opt_bphalt = opt.bphalt;
+    info->nprocs = nprocs;
+    info->target_index = opt.target ? 0 : HVFG_NO_PROC;
+    info->kfunc_va = HVFG_KFUNC_VA;
+    info->kfunc_gpa = HVFG_KFUNC_GPA;
+    for ( uint32_t i = 0; i < kfunc_insn_len; i++ )
+        info->kfunc_insn[i] = kfunc_insn[i];
+    info->kfunc_insn_len = kfunc_insn_len;
+    info->current_proc = HVFG_NO_PROC;
+    info->last_exc_proc = HVFG_NO_PROC;
+    info->own_domid = HVFG_NO_PROC;
+    info->cr3_writes_boot = boot_cr3_writes;
+    info->cr3_writes = boot_cr3_writes;
+    if ( xen_base )
+        info->flags |= HVFG_F_XEN;
+
+    int kok = 1;
+    for ( uint32_t i = 0; i < kfunc_insn_len; i++ )
+        if ( ((const volatile uint8_t *)HVFG_KFUNC_VA)[i] != kfunc_insn[i] )
+            kok = 0;
+    if ( kok )
+        info->flags |= HVFG_F_KFUNC_OK;
+
+    if ( xen_base )
+        xen_setup();
+
+    kprintf("HVFG boot hvfilter test guest info_gpa=0x%x info_va=0x%x version=%u xen=%u",
+            HVFG_INFO_GPA, HVFG_INFO_VA, (uint64_t)HVFG_INFO_VERSION, (uint64_t)(xen_base != 0));
+    if ( xen_base )
+        kprintf(" xen_version=%u.%u", (uint64_t)(info->xen_version >> 16),
+                (uint64_t)(info->xen_version & 0xffff));
+    kprintf("\nHVFG cmdline \"%s\"\n", cmdline);
+    kprintf("HVFG options nproc=%u target=%u quiet=%u gap=%u calls=%u work=%u kpti=%u "
+            "domctl=%u selftest_int3=%u rounds=%u report=%u exit=%u bphalt=%u\n",
+            (uint64_t)opt.nproc, (uint64_t)opt.target, (uint64_t)opt.quiet, (uint64_t)opt.gap,
+            (uint64_t)opt.calls, (uint64_t)opt.work, (uint64_t)opt.kpti, (uint64_t)opt.domctl,
+            (uint64_t)opt.selftest, opt.rounds, (uint64_t)opt.report, (uint64_t)opt.exit,
+            (uint64_t)opt.bphalt);
+    kprintf("HVFG kfunc va=0x%x gpa=0x%x len=%u insn=", HVFG_KFUNC_VA, HVFG_KFUNC_GPA,
+            (uint64_t)kfunc_insn_len);
+    for ( uint32_t i = 0; i < kfunc_insn_len; i++ )
+        kprintf("%02x", (uint64_t)kfunc_insn[i]);
+    kprintf(" intact=%u\n", (uint64_t)kok);
+
+    build_processes();
+    for ( uint32_t p = 0; p < nprocs; p++ )
+        kprintf("HVFG proc %u kroot=0x%x uroot=0x%x%s\n", (uint64_t)p, kroot[p], uroot[p],
+                p == 0 ? (opt.target ? " target" : " unused") : " busy");
+
+    if ( opt.domctl )
+        do_domctl_test();
+
+    build_trampolines();
+    if ( opt.selftest != HVFG_SELFTEST_OFF )
+    {
+        *(volatile uint8_t *)HVFG_KFUNC_VA = 0xcc;
+        kprintf("HVFG selftest_int3 planted int3 at 0x%x mode=%s\n", HVFG_KFUNC_VA,
+                opt.selftest == HVFG_SELFTEST_BAD ? "bad" : "good");
+    }
+
+    grp_begin();
+    info->state = HVFG_STATE_RUNNING;
+    grp_end();
+    kprintf("HVFG running\n");
+    schedule();
+}
