@@ -67,10 +67,13 @@ static uint64_t splitmix64(uint64_t *state)
     return z ^ (z >> 31);
 }
 
-/* Buckets for a capacity: a power of two, load at most one half. */
+/*
+ * Buckets for a capacity: a power of two, load at most one half, and at
+ * least two so that the multiply-shift hash never shifts by 64.
+ */
 static uint32_t hash_nbuckets(uint32_t capacity)
 {
-    uint32_t n = 1;
+    uint32_t n = 2;
 
     while ( n * XEN_HVFILTER_SET_BUCKET_SLOTS < 2 * capacity )
         n <<= 1;
@@ -96,10 +99,7 @@ static void hash_init(struct hvf_hash *h, struct hvf_bucket *buckets,
 
 static uint32_t hash_b(const struct hvf_hash *h, uint64_t mul, uint64_t key)
 {
-    /* Multiply-shift; a shift of 64 (one bucket) must not be done in C. */
-    if ( h->shift >= 64 )
-        return 0;
-    return (uint32_t)((key * mul) >> h->shift);
+    return (uint32_t)((key * mul) >> h->shift);   /* multiply-shift */
 }
 
 static uint32_t hash_b1(const struct hvf_hash *h, uint64_t key)
@@ -153,9 +153,28 @@ static bool hash_find(const struct hvf_hash *h, uint64_t key,
     return true;
 }
 
+/* bucket_hits() below is written out for four slots. */
+typedef char hvf_bucket_slots_are_4[XEN_HVFILTER_SET_BUCKET_SLOTS == 4 ? 1 : -1];
+
+/* Slots of bucket b holding key, as a bitmap; branch-free. */
+static unsigned int bucket_hits(const struct hvf_bucket *b, uint64_t key)
+{
+    unsigned int m = (b->key[0] == key) | ((b->key[1] == key) << 1) |
+                     ((b->key[2] == key) << 2) | ((b->key[3] == key) << 3);
+
+    return m & b->used;
+}
+
+/*
+ * The lookup of the event path: both buckets are addressed before either
+ * is read, so that their two cache lines load in parallel.
+ */
 static bool hash_contains(const struct hvf_hash *h, uint64_t key)
 {
-    return hash_find(h, key, NULL, NULL);
+    const struct hvf_bucket *b1 = &h->buckets[hash_b1(h, key)];
+    const struct hvf_bucket *b2 = &h->buckets[hash_b2(h, key)];
+
+    return (bucket_hits(b1, key) | bucket_hits(b2, key)) != 0;
 }
 
 static void slot_put(struct hvf_bucket *b, int i, uint64_t key, uint32_t val)
