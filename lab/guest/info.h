@@ -64,6 +64,14 @@
 #define HVFG_SELFTEST_GOOD  1
 #define HVFG_SELFTEST_BAD   2
 
+/* opt_inject: a fault the guest provokes itself after round 1 (tests) */
+#define HVFG_INJECT_NONE    0
+#define HVFG_INJECT_UD      1   /* ud2 */
+#define HVFG_INJECT_GP      2   /* load from a non-canonical address */
+#define HVFG_INJECT_PF      3   /* load from an unmapped address */
+#define HVFG_INJECT_BP      4   /* int3 in ordinary code (not kfunc) */
+#define HVFG_INJECT_KBP     5   /* int3 left at kfunc, as if a VMI #BP were reinjected */
+
 /* Offsets (used by the assembly and checked against the struct below). */
 #define HVFG_OFF_CALLS      176
 #define HVFG_OFF_PROC       384
@@ -148,7 +156,7 @@ struct hvfg_info {
     int64_t  domctl_ret_self;      /* 312 target DOMID_SELF (0x7ff0) */
     int64_t  domctl_ret_own;       /* 320 target own_domid (if known) */
     uint32_t own_domid;            /* 328 from CPUID base+4 ECX, HVFG_NO_PROC if unknown */
-    uint32_t pad0;                 /* 332 zero */
+    uint32_t opt_inject;           /* 332 HVFG_INJECT_* (fault injected after round 1) */
     uint64_t reserved0[6];         /* 336 zero */
 
     struct hvfg_proc proc[HVFG_NPROC_MAX]; /* 384 index 0 = target slot */

@@ -26,6 +26,7 @@
 #define HYPERCALL_DOMCTL   36
 #define SCHEDOP_SHUTDOWN   2
 #define SHUTDOWN_POWEROFF  0
+#define SHUTDOWN_CRASH     3
 #define QEMU_DEBUG_EXIT_PORT 0xf4
 
 /* ---- symbols from boot.S / guest.ld ------------------------------------ */
@@ -198,7 +199,7 @@ static void kprintf(const char *fmt, ...)
 /* ---- options ------------------------------------------------------------ */
 static struct {
     uint32_t nproc, target, quiet, gap, calls, work, kpti, domctl, selftest;
-    uint32_t report, exit, bphalt;
+    uint32_t report, exit, bphalt, inject;
     uint64_t rounds;
     int gap_given;
 } opt = {
@@ -315,6 +316,18 @@ static void parse_cmdline(const char *s)
                 opt_warn(tok, tn, "ignored: not a number");
             else
                 opt.rounds = v;
+        }
+        else if ( KEY("inject") )
+        {
+            static const char *const names[] = { "none", "ud", "gp", "pf", "bp", "kbp" };
+            uint32_t i;
+            for ( i = 0; i < 6; i++ )
+                if ( streq_n(val, names[i], vn) )
+                    break;
+            if ( i < 6 )
+                opt.inject = i;
+            else
+                opt_warn(tok, tn, "ignored: use none, ud, gp, pf, bp or kbp");
         }
         else if ( KEY("selftest_int3") )
         {
@@ -448,19 +461,25 @@ static void __attribute__((noreturn)) halt_forever(void)
         __asm__ volatile("cli; hlt");
 }
 
+/* Stop for good.  With exit=1: under Xen shut the domain down (poweroff when
+ * done, crash after a fatal exception, so xl's on_poweroff / on_crash apply);
+ * under QEMU write to isa-debug-exit (if configured), so QEMU exits with
+ * status 1 when everything was fine and 3 otherwise. */
 static void __attribute__((noreturn)) finish(void)
 {
     if ( opt.exit )
     {
         if ( xen_base && (info->flags & HVFG_F_HCALL_PAGE) )
         {
-            static uint32_t reason = SHUTDOWN_POWEROFF;
+            static uint32_t reason;
+            reason = info->state == HVFG_STATE_DONE ? SHUTDOWN_POWEROFF : SHUTDOWN_CRASH;
             hypercall2(HYPERCALL_SCHED_OP, SCHEDOP_SHUTDOWN, (uint64_t)(uintptr_t)&reason);
         }
         else if ( !xen_base )
         {
             /* QEMU isa-debug-exit (if configured): exit status (v << 1) | 1. */
-            uint32_t bad = info->mismatches || info->as_mismatches || info->exc_count;
+            uint32_t bad = info->mismatches || info->as_mismatches || info->exc_count ||
+                           info->state != HVFG_STATE_DONE;
             outl(QEMU_DEBUG_EXIT_PORT, bad);
         }
     }
@@ -575,7 +594,7 @@ void exception_handler(struct frame *f)
     info->gen_done = info->gen_start;
     kprintf("HVFG HALTED reason=%s vector=%u rip=0x%x\n",
             at_kfunc ? "bp-at-kfunc(bphalt=1)" : "exception", f->vec, f->rip);
-    halt_forever();
+    finish();
 }
 
 /* ---- kernel function reference and trampolines ------------------------ */
@@ -750,6 +769,31 @@ static void report(void)
             (uint64_t)opt.nproc, smin, smax, wmin, wmax);
 }
 
+/* inject=: provoke a fault on purpose, to test the exception path. */
+static void inject_fault(void)
+{
+    static const char *const names[] = { "none", "ud", "gp", "pf", "bp", "kbp" };
+    kprintf("HVFG inject %s proc=%u\n", names[opt.inject], (uint64_t)cur_proc);
+    switch ( opt.inject )
+    {
+    case HVFG_INJECT_UD:
+        __asm__ volatile("ud2");
+        break;
+    case HVFG_INJECT_GP:
+        (void)*(volatile uint64_t *)0x8000000000000000UL;
+        break;
+    case HVFG_INJECT_PF:
+        (void)*(volatile uint64_t *)0x200000UL;
+        break;
+    case HVFG_INJECT_BP:
+        __asm__ volatile("int3");
+        break;
+    case HVFG_INJECT_KBP:
+        *(volatile uint8_t *)HVFG_KFUNC_VA = 0xcc;
+        break;
+    }
+}
+
 static void __attribute__((noreturn)) schedule(void)
 {
     uint32_t N = opt.nproc, M = opt.gap, next_busy = 0;
@@ -781,6 +825,8 @@ static void __attribute__((noreturn)) schedule(void)
         uint64_t r = info->rounds;
         if ( opt.report && r % opt.report == 0 )
             report();
+        if ( r == 1 && opt.inject )
+            inject_fault();
         if ( opt.rounds && r >= opt.rounds )
         {
             grp_begin();
@@ -853,6 +899,7 @@ void kmain(uint64_t start_info_pa)
     info->opt_rounds = opt.rounds;
     info->opt_exit = opt.exit;
     info->opt_bphalt = opt.bphalt;
+    info->opt_inject = opt.inject;
     info->nprocs = nprocs;
     info->target_index = opt.target ? 0 : HVFG_NO_PROC;
     info->kfunc_va = HVFG_KFUNC_VA;

@@ -1,0 +1,328 @@
+"""Parser for the hvfilter test guest's info page (layout: lab/guest/info.h).
+
+Pure Python, standard library only (``struct``)::
+
+    from guestinfo import parse, INFO_GPA, INFO_SIZE
+    info = parse(page_bytes)          # 4096 bytes read at INFO_GPA
+    if info.consistent:
+        print(info.cr3_writes, info.target.slices)
+
+``parse`` raises ``ValueError`` for a page that is not an info page of this
+layout version.  A snapshot taken in the middle of an update group has
+``consistent == False``: take another one (see info.h, "Consistency").
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+INFO_GPA: Final = 0x0100_0000
+KBASE: Final = 0xFFFF_FFFF_8000_0000
+INFO_VA: Final = KBASE + INFO_GPA
+INFO_SIZE: Final = 4096
+INFO_MAGIC: Final = 0x4F46_4E49_4746_5648  # "HVFGINFO"
+INFO_VERSION: Final = 1
+NPROC_BUSY_MAX: Final = 64
+NPROC_MAX: Final = NPROC_BUSY_MAX + 1
+NO_PROC: Final = 0xFFFF_FFFF
+KFUNC_GPA: Final = 0x10_1000
+KFUNC_VA: Final = KBASE + KFUNC_GPA
+PRIV_VA: Final = 0x40_0000
+
+STATE_BOOT: Final = 0
+STATE_RUNNING: Final = 1
+STATE_DONE: Final = 2
+STATE_HALTED: Final = 3
+STATE_NAMES: Final = {0: "boot", 1: "running", 2: "done", 3: "halted"}
+
+HALT_NONE: Final = 0
+HALT_DONE: Final = 1
+HALT_EXCEPTION: Final = 2
+HALT_BP: Final = 3
+HALT_NAMES: Final = {0: "none", 1: "done", 2: "exception", 3: "bp-at-kfunc"}
+
+F_XEN: Final = 1 << 0
+F_HCALL_PAGE: Final = 1 << 1
+F_DOMCTL_DONE: Final = 1 << 2
+F_KFUNC_OK: Final = 1 << 3
+F_OWN_DOMID: Final = 1 << 4
+
+SELFTEST_OFF: Final = 0
+SELFTEST_GOOD: Final = 1
+SELFTEST_BAD: Final = 2
+
+INJECT_NONE: Final = 0
+INJECT_UD: Final = 1
+INJECT_GP: Final = 2
+INJECT_PF: Final = 3
+INJECT_BP: Final = 4
+INJECT_KBP: Final = 5
+INJECT_NAMES: Final = {0: "none", 1: "ud", 2: "gp", 3: "pf", 4: "bp", 5: "kbp"}
+
+# (name, struct format) in memory order; "x" padding is never used: padding
+# fields are named and must read as zero.  Offsets follow from the sizes.
+HEADER_FIELDS: Final[tuple[tuple[str, str], ...]] = (
+    ("magic", "Q"),
+    ("version", "I"),
+    ("size", "I"),
+    ("gen_done", "Q"),
+    ("state", "I"),
+    ("halt_reason", "I"),
+    ("flags", "I"),
+    ("xen_version", "I"),
+    ("opt_nproc", "I"),
+    ("opt_target", "I"),
+    ("opt_quiet", "I"),
+    ("opt_gap", "I"),
+    ("opt_calls", "I"),
+    ("opt_work", "I"),
+    ("opt_kpti", "I"),
+    ("opt_domctl", "I"),
+    ("opt_selftest_int3", "I"),
+    ("opt_report", "I"),
+    ("opt_rounds", "Q"),
+    ("opt_exit", "I"),
+    ("opt_bphalt", "I"),
+    ("nprocs", "I"),
+    ("target_index", "I"),
+    ("kfunc_va", "Q"),
+    ("kfunc_gpa", "Q"),
+    ("kfunc_insn", "16s"),
+    ("kfunc_insn_len", "I"),
+    ("current_proc", "I"),
+    ("cr3_writes", "Q"),
+    ("cr3_writes_boot", "Q"),
+    ("slices", "Q"),
+    ("switches", "Q"),
+    ("calls", "Q"),
+    ("work", "Q"),
+    ("rounds", "Q"),
+    ("checks", "Q"),
+    ("mismatches", "Q"),
+    ("as_checks", "Q"),
+    ("as_mismatches", "Q"),
+    ("round_checksum", "Q"),
+    ("round_checksum_ref", "Q"),
+    ("exc_count", "Q"),
+    ("last_exc_vector", "I"),
+    ("last_exc_proc", "I"),
+    ("last_exc_rip", "Q"),
+    ("last_exc_error", "Q"),
+    ("last_exc_cr2", "Q"),
+    ("last_exc_cr3", "Q"),
+    ("bp_selftest_hits", "Q"),
+    ("domctl_ret_dom0", "q"),
+    ("domctl_ret_self", "q"),
+    ("domctl_ret_own", "q"),
+    ("own_domid", "I"),
+    ("opt_inject", "I"),
+    ("reserved0", "48s"),
+)
+PROC_FIELDS: Final[tuple[tuple[str, str], ...]] = (
+    ("kroot", "Q"),
+    ("uroot", "Q"),
+    ("slices", "Q"),
+    ("calls", "Q"),
+    ("work", "Q"),
+    ("cr3_writes", "Q"),
+    ("mismatches", "Q"),
+)
+
+_HEADER: Final = struct.Struct("<" + "".join(f for _, f in HEADER_FIELDS))
+_PROC: Final = struct.Struct("<" + "".join(f for _, f in PROC_FIELDS))
+PROC_OFFSET: Final = _HEADER.size
+PROC_SIZE: Final = _PROC.size
+GEN_START_OFFSET: Final = PROC_OFFSET + NPROC_MAX * PROC_SIZE
+_TAIL: Final = struct.Struct("<Q64s")  # gen_start, reserved1
+
+assert PROC_OFFSET == 384 and PROC_SIZE == 56 and GEN_START_OFFSET == 4024
+assert GEN_START_OFFSET + _TAIL.size == INFO_SIZE
+
+
+def field_offsets() -> dict[str, int]:
+    """Offset of every field of ``struct hvfg_info`` (``proc`` and
+    ``gen_start`` included) and of ``struct hvfg_proc`` (as ``proc.<name>``)."""
+    out: dict[str, int] = {}
+    off = 0
+    for name, fmt in HEADER_FIELDS:
+        out[name] = off
+        off += struct.calcsize("<" + fmt)
+    out["proc"] = off
+    out["gen_start"] = GEN_START_OFFSET
+    out["reserved1"] = GEN_START_OFFSET + 8
+    off = 0
+    for name, fmt in PROC_FIELDS:
+        out["proc." + name] = off
+        off += struct.calcsize("<" + fmt)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ProcInfo:
+    """One process: its two CR3 values and its counters."""
+
+    index: int
+    kroot: int
+    uroot: int
+    slices: int
+    calls: int
+    work: int
+    cr3_writes: int
+    mismatches: int
+
+    @property
+    def roots(self) -> tuple[int, int]:
+        return (self.kroot, self.uroot)
+
+
+@dataclass(frozen=True, slots=True)
+class GuestInfo:
+    """A parsed snapshot of the info page (field meanings: info.h)."""
+
+    magic: int
+    version: int
+    size: int
+    gen_done: int
+    gen_start: int
+    state: int
+    halt_reason: int
+    flags: int
+    xen_version: int
+    opt_nproc: int
+    opt_target: int
+    opt_quiet: int
+    opt_gap: int
+    opt_calls: int
+    opt_work: int
+    opt_kpti: int
+    opt_domctl: int
+    opt_selftest_int3: int
+    opt_report: int
+    opt_rounds: int
+    opt_exit: int
+    opt_bphalt: int
+    nprocs: int
+    target_index: int
+    kfunc_va: int
+    kfunc_gpa: int
+    kfunc_insn: bytes
+    current_proc: int
+    cr3_writes: int
+    cr3_writes_boot: int
+    slices: int
+    switches: int
+    calls: int
+    work: int
+    rounds: int
+    checks: int
+    mismatches: int
+    as_checks: int
+    as_mismatches: int
+    round_checksum: int
+    round_checksum_ref: int
+    exc_count: int
+    last_exc_vector: int
+    last_exc_proc: int
+    last_exc_rip: int
+    last_exc_error: int
+    last_exc_cr2: int
+    last_exc_cr3: int
+    bp_selftest_hits: int
+    domctl_ret_dom0: int
+    domctl_ret_self: int
+    domctl_ret_own: int
+    own_domid: int
+    opt_inject: int
+    procs: tuple[ProcInfo, ...]
+
+    @property
+    def consistent(self) -> bool:
+        """True if no update group was in progress when the page was read."""
+        return self.gen_done == self.gen_start
+
+    @property
+    def xen(self) -> bool:
+        return bool(self.flags & F_XEN)
+
+    @property
+    def target(self) -> ProcInfo | None:
+        """The target process (index 0), or None with target=0."""
+        return None if self.target_index == NO_PROC else self.procs[self.target_index]
+
+    @property
+    def busy(self) -> tuple[ProcInfo, ...]:
+        """The busy processes, indices 1..nproc."""
+        return self.procs[1:]
+
+    @property
+    def state_name(self) -> str:
+        return STATE_NAMES.get(self.state, f"unknown({self.state})")
+
+    @property
+    def halt_reason_name(self) -> str:
+        return HALT_NAMES.get(self.halt_reason, f"unknown({self.halt_reason})")
+
+    def proc_of_cr3(self, cr3: int) -> int | None:
+        """Index of the process owning a CR3 value (bit 12 and the PCID/flag
+        bits ignored), or None."""
+        key = cr3 & 0x000F_FFFF_FFFF_E000
+        for p in self.procs:
+            if p.kroot == key:
+                return p.index
+        return None
+
+
+def parse(page: bytes) -> GuestInfo:
+    """Parse one info page.
+
+    Args:
+        page: at least INFO_SIZE bytes read at guest-physical INFO_GPA.
+    Returns:
+        A frozen GuestInfo snapshot.
+    Raises:
+        ValueError: short buffer, wrong magic, version or size, or a process
+            count out of range.
+    """
+    if len(page) < INFO_SIZE:
+        raise ValueError(f"info page: {len(page)} bytes, need {INFO_SIZE}")
+    vals = dict(zip((n for n, _ in HEADER_FIELDS), _HEADER.unpack_from(page, 0)))
+    if vals["magic"] != INFO_MAGIC:
+        raise ValueError(f"info page: bad magic {vals['magic']:#x} (guest not booted yet?)")
+    if vals["version"] != INFO_VERSION:
+        raise ValueError(f"info page: layout version {vals['version']}, parser knows {INFO_VERSION}")
+    if vals["size"] != INFO_SIZE:
+        raise ValueError(f"info page: size field {vals['size']}, expected {INFO_SIZE}")
+    nprocs = vals["nprocs"]
+    if not 0 <= nprocs <= NPROC_MAX:
+        raise ValueError(f"info page: nprocs {nprocs} out of range")
+    procs = tuple(
+        ProcInfo(i, *_PROC.unpack_from(page, PROC_OFFSET + i * PROC_SIZE))
+        for i in range(nprocs)
+    )
+    gen_start, _ = _TAIL.unpack_from(page, GEN_START_OFFSET)
+    insn_len = vals.pop("kfunc_insn_len")
+    vals["kfunc_insn"] = vals["kfunc_insn"][: min(insn_len, 16)]
+    for pad in ("reserved0",):
+        vals.pop(pad)
+    return GuestInfo(gen_start=gen_start, procs=procs, **vals)
+
+
+def main() -> None:
+    """``python3 guestinfo.py DUMP``: print a dump (e.g. from pmemsave)."""
+    import sys
+
+    with open(sys.argv[1], "rb") as f:
+        info = parse(f.read(INFO_SIZE))
+    for name in GuestInfo.__dataclass_fields__:
+        if name != "procs":
+            v = getattr(info, name)
+            print(f"{name:20} {v.hex() if isinstance(v, bytes) else v}")
+    for p in info.procs:
+        print(f"proc {p.index:2} kroot={p.kroot:#x} uroot={p.uroot:#x} slices={p.slices} "
+              f"calls={p.calls} work={p.work} cr3={p.cr3_writes} mismatch={p.mismatches}")
+
+
+if __name__ == "__main__":
+    main()
