@@ -203,6 +203,12 @@ exc\vec:
     EXC 30,1
     EXC 31,0
 
+/* Vectors 32-255: no interrupt source is ever enabled, so any interrupt is
+ * unexpected; count it and return (no EOI: nothing should be asking). */
+irq_spurious:
+    lock incq (HVFG_INFO_VA + HVFG_OFF_SPURIOUS)
+    iretq
+
 exc_common:
     push    %rax
     push    %rbx
@@ -247,6 +253,9 @@ exc_table:
     .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
     .quad exc\n
     .endr
+    .globl irq_spurious_addr
+irq_spurious_addr:
+    .quad irq_spurious
 
 /* ------------------------------------------------------------------------
  * GDT: null, 64-bit code, data, 32-bit code, TSS (16 bytes, filled by C).

@@ -118,7 +118,8 @@ HEADER_FIELDS: Final[tuple[tuple[str, str], ...]] = (
     ("domctl_ret_own", "q"),
     ("own_domid", "I"),
     ("opt_inject", "I"),
-    ("reserved0", "48s"),
+    ("spurious_irqs", "Q"),
+    ("reserved0", "40s"),
 )
 PROC_FIELDS: Final[tuple[tuple[str, str], ...]] = (
     ("kroot", "Q"),
@@ -235,6 +236,7 @@ class GuestInfo:
     domctl_ret_own: int
     own_domid: int
     opt_inject: int
+    spurious_irqs: int
     procs: tuple[ProcInfo, ...]
 
     @property

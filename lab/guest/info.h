@@ -43,7 +43,7 @@
 /* state */
 #define HVFG_STATE_BOOT     0
 #define HVFG_STATE_RUNNING  1
-#define HVFG_STATE_DONE     2   /* rounds= reached; halted on purpose */
+#define HVFG_STATE_DONE     2   /* rounds= reached; stopped on purpose */
 #define HVFG_STATE_HALTED   3   /* halted after a fatal exception */
 
 /* halt_reason */
@@ -74,6 +74,7 @@
 
 /* Offsets (used by the assembly and checked against the struct below). */
 #define HVFG_OFF_CALLS      176
+#define HVFG_OFF_SPURIOUS   336
 #define HVFG_OFF_PROC       384
 #define HVFG_PROC_SIZE      56
 #define HVFG_PROC_OFF_CALLS 24
@@ -157,7 +158,8 @@ struct hvfg_info {
     int64_t  domctl_ret_own;       /* 320 target own_domid (if known) */
     uint32_t own_domid;            /* 328 from CPUID base+4 ECX, HVFG_NO_PROC if unknown */
     uint32_t opt_inject;           /* 332 HVFG_INJECT_* (fault injected after round 1) */
-    uint64_t reserved0[6];         /* 336 zero */
+    uint64_t spurious_irqs;        /* 336 interrupts (vectors 32-255) taken; expected 0 */
+    uint64_t reserved0[5];         /* 344 zero */
 
     struct hvfg_proc proc[HVFG_NPROC_MAX]; /* 384 index 0 = target slot */
 
@@ -169,6 +171,7 @@ _Static_assert(sizeof(struct hvfg_proc) == HVFG_PROC_SIZE, "proc size");
 _Static_assert(sizeof(struct hvfg_info) == HVFG_INFO_SIZE, "info size");
 _Static_assert(__builtin_offsetof(struct hvfg_info, calls) == HVFG_OFF_CALLS, "calls");
 _Static_assert(__builtin_offsetof(struct hvfg_info, proc) == HVFG_OFF_PROC, "proc");
+_Static_assert(__builtin_offsetof(struct hvfg_info, spurious_irqs) == HVFG_OFF_SPURIOUS, "spurious");
 _Static_assert(__builtin_offsetof(struct hvfg_proc, calls) == HVFG_PROC_OFF_CALLS, "pcalls");
 _Static_assert(__builtin_offsetof(struct hvfg_info, gen_start) == 4024, "gen_start");
 #endif /* __ASSEMBLER__ */

@@ -35,6 +35,7 @@ extern const uint8_t kfunc_insn[];
 extern const uint32_t kfunc_insn_len;
 extern const uint64_t kfunc_resume;
 extern const uint64_t exc_table[32];
+extern const uint64_t irq_spurious_addr;
 extern uint64_t gdt[];
 extern uint64_t boot_cr3_writes;
 extern uint64_t boot_pdpt_hi[512];
@@ -455,10 +456,14 @@ static void do_domctl_test(void)
 }
 
 /* ---- halting and exiting ------------------------------------------------ */
+/* Stop for good but stay readable: block with interrupts enabled (no
+ * interrupt source is enabled, so nothing wakes us).  Under Xen the vCPU is
+ * then blocked ('b' in xl list); cli;hlt would make Xen take the vCPU down
+ * and power the domain off. */
 static void __attribute__((noreturn)) halt_forever(void)
 {
     for ( ;; )
-        __asm__ volatile("cli; hlt");
+        __asm__ volatile("sti; hlt; cli" ::: "memory");
 }
 
 /* Stop for good.  With exit=1: under Xen shut the domain down (poweroff when
@@ -493,7 +498,7 @@ struct idt_entry {
     uint16_t off_mid;
     uint32_t off_hi, zero;
 };
-static struct idt_entry idt[32] __attribute__((aligned(16)));
+static struct idt_entry idt[256] __attribute__((aligned(16)));
 static struct {
     uint32_t rsvd0;
     uint64_t rsp[3];
@@ -519,9 +524,9 @@ static void idt_setup(void)
     gdt[5] = base >> 32;
     __asm__ volatile("ltr %w0" :: "r"(0x20));
 
-    for ( int v = 0; v < 32; v++ )
+    for ( int v = 0; v < 256; v++ )
     {
-        uint64_t h = exc_table[v];
+        uint64_t h = v < 32 ? exc_table[v] : irq_spurious_addr;
         idt[v].off_lo = (uint16_t)h;
         idt[v].sel = 0x08;
         /* #NMI, #DF, #MC on their own stack */
@@ -875,6 +880,10 @@ void kmain(uint64_t start_info_pa);
 void kmain(uint64_t start_info_pa)
 {
     idt_setup();
+    /* Under QEMU the firmware left the legacy PICs programmed: mask them
+     * (under Xen PVH there are none and the writes are ignored). */
+    outb(0x21, 0xff);
+    outb(0xa1, 0xff);
     read_start_info(start_info_pa);
     detect_xen();
 

@@ -71,6 +71,7 @@ def check_static(info: GuestInfo) -> None:
     assert info.work == sum(p.work for p in info.procs)
     assert info.mismatches == sum(p.mismatches for p in info.procs)
     assert info.as_checks == info.work
+    assert info.spurious_irqs == 0
     roots = [p.kroot for p in info.procs]
     assert len(set(roots)) == len(roots)
     for p in info.procs:
@@ -171,6 +172,16 @@ def test_exact_counts(boot, cmdline: str, rounds: int, share: float | None) -> N
         assert info.procs[0].calls / max(info.calls, 1) == pytest.approx(
             share if info.calls else 0.0, abs=1e-12)
     assert g.lines("HVFG done ")
+
+
+def test_stays_stopped_when_done(boot) -> None:
+    """After rounds= the guest blocks with interrupts enabled (so Xen keeps it
+    'blocked' instead of powering it off): nothing may change any more."""
+    g = boot("nproc=2 rounds=3 report=0")
+    done = g.wait_done()
+    later = [g.wait_info("snapshot", lambda i: True) for _ in range(5)]
+    assert all(i == done for i in later)
+    assert g.proc.poll() is None
 
 
 def test_live_snapshots_are_consistent_and_advance(boot) -> None:
