@@ -1,0 +1,85 @@
+/*
+ * cffi declarations, part 4: the shim (cbindings/hvf_shim.h).
+ */
+
+#define HVF_BACKEND_XEN ...
+#define HVF_BACKEND_SIM ...
+
+struct hvf_handle;
+
+struct hvf_sim_config {
+    uint32_t domctl_version;
+    uint32_t abi_version;
+    uint32_t kinds;
+    uint32_t unpatched;
+    uint32_t unprivileged;
+    uint32_t pad;
+    uint64_t seed;
+};
+
+typedef int (*hvf_deliver_fn)(void *ctx, uint32_t domid,
+                              const struct hvf_event *ev,
+                              const struct hvf_verdict *v);
+
+struct hvf_workload_params {
+    uint32_t nr_procs;
+    uint32_t target;
+    uint32_t target_every;
+    uint32_t calls;
+    uint32_t nr_vcpus;
+    uint32_t pcid;
+    uint64_t rounds;
+    uint64_t cr3_base;
+    uint64_t cr3_stride;
+    uint64_t bp_gpa;
+    uint64_t bp_rip;
+};
+
+struct hvf_workload;
+
+int hvf_open_xen(struct hvf_handle **out);
+int hvf_open_sim(struct hvf_handle **out, const struct hvf_sim_config *cfg);
+void hvf_close(struct hvf_handle *h);
+int hvf_backend(const struct hvf_handle *h);
+uint32_t hvf_domctl_interface_version(void);
+
+int hvf_op_get_info(struct hvf_handle *h, uint32_t domid,
+                    struct xen_hvfilter_info *out);
+int hvf_op_table_replace(struct hvf_handle *h, uint32_t domid,
+                         const struct xen_hvfilter_rule *rules,
+                         unsigned int nr_rules,
+                         const struct xen_hvfilter_set *sets,
+                         unsigned int nr_sets,
+                         const uint64_t *keys, unsigned int nr_keys);
+int hvf_op_set_add(struct hvf_handle *h, uint32_t domid, uint32_t set_id,
+                   const uint64_t *keys, unsigned int nr_keys);
+int hvf_op_set_remove(struct hvf_handle *h, uint32_t domid, uint32_t set_id,
+                      const uint64_t *keys, unsigned int nr_keys);
+int hvf_op_set_flush(struct hvf_handle *h, uint32_t domid, uint32_t set_id);
+int hvf_op_bp_add(struct hvf_handle *h, uint32_t domid,
+                  const struct xen_hvfilter_bp *bp);
+int hvf_op_bp_remove(struct hvf_handle *h, uint32_t domid, uint64_t gpa);
+int hvf_op_stats_get(struct hvf_handle *h, uint32_t domid,
+                     struct xen_hvfilter_stats *out);
+int hvf_op_stats_reset(struct hvf_handle *h, uint32_t domid);
+
+int hvf_sim_domain_create(struct hvf_handle *h, uint32_t domid,
+                          uint32_t nr_vcpus, bool hvm);
+int hvf_sim_domain_destroy(struct hvf_handle *h, uint32_t domid);
+int hvf_sim_feed(struct hvf_handle *h, uint32_t domid,
+                 const struct hvf_event *evs, size_t nr,
+                 struct hvf_verdict *verdicts, hvf_deliver_fn deliver,
+                 void *ctx, size_t *nr_done);
+
+int hvf_workload_new(const struct hvf_workload_params *p,
+                     struct hvf_workload **out);
+void hvf_workload_free(struct hvf_workload *w);
+size_t hvf_workload_next(struct hvf_workload *w, struct hvf_event *out,
+                         size_t cap);
+uint64_t hvf_workload_root(const struct hvf_workload_params *p,
+                           uint32_t proc, bool user);
+
+/* Python side of the simulated monitor ring (see _binding.py). */
+extern "Python" int _hvf_py_deliver(void *ctx, uint32_t domid,
+                                    const struct hvf_event *ev,
+                                    const struct hvf_verdict *v);

@@ -1,0 +1,90 @@
+"""The ``hvfilter`` command line.
+
+Usage::
+
+    hvfilter demo                      # simulator unless on a patched Xen dom0
+    hvfilter demo --domain 5 --cr3 0x1f4d3000 --bp-gpa 0x12344b0 --seconds 10
+    hvfilter info --domain 5           # version, limits, capabilities
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from hvfilter import demo
+from hvfilter.errors import HvfilterError
+from hvfilter.hypervisor import open
+from hvfilter.workload import GuestWorkload
+
+
+def _int(s: str) -> int:
+    return int(s, 0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hvfilter",
+        description="Hypervisor-side event filters for VM introspection on Xen.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    d = sub.add_parser("demo", help="process-bound monitoring of one process among many",
+                       description=demo.__doc__)
+    d.add_argument("--backend", choices=("auto", "xen", "sim"), default="auto",
+                   help="xen needs --domain; auto uses Xen when possible (default)")
+    d.add_argument("--domain", type=int, help="Xen: the domain id to filter")
+    d.add_argument("--cr3", type=_int, action="append", default=[],
+                   help="Xen: a CR3 value (DTB) of the target process; repeatable")
+    d.add_argument("--bp-gpa", type=_int, help="Xen: guest-physical address of your breakpoint")
+    d.add_argument("--seconds", type=float, default=10.0, help="Xen: how long to watch")
+    d.add_argument("--procs", type=int, default=8, help="sim: processes in the guest")
+    d.add_argument("--target", type=int, default=3, help="sim: index of the target process")
+    d.add_argument("--every", type=int, default=4,
+                   help="sim: the target runs once every N rounds")
+    d.add_argument("--calls", type=int, default=16, help="sim: kernel calls per turn")
+    d.add_argument("--rounds", type=int, default=20000, help="sim: scheduling rounds")
+    d.add_argument("--vcpus", type=int, default=2, help="sim: virtual CPUs")
+    d.add_argument("--show", type=int, default=20, help="events of the target to print")
+
+    i = sub.add_parser("info", help="hvfilter version, limits and capabilities of a domain")
+    i.add_argument("--backend", choices=("auto", "xen", "sim"), default="auto")
+    i.add_argument("--domain", type=int, default=1)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status.
+
+    Example:
+        >>> main(["demo", "--rounds", "100"])
+        0
+
+    """
+    args = _parser().parse_args(argv)
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        if args.cmd == "demo":
+            wl = GuestWorkload(nr_procs=args.procs, target=args.target,
+                               target_every=args.every, calls=args.calls,
+                               rounds=args.rounds, nr_vcpus=args.vcpus)
+            res = demo.main(out, args.backend, args.domain, args.cr3, args.bp_gpa,
+                            args.seconds, wl, args.show)
+            return 0 if res.stats.conserved else 1
+        with open(args.backend) as hyp:
+            if hyp.backend == "sim":
+                hyp.create_domain(args.domain)
+                out(f"backend: sim ({hyp.fallback_reason or 'requested'})")
+            else:
+                out("backend: xen")
+            out(str(hyp.domain(args.domain).info()))
+        return 0
+    except HvfilterError as e:
+        print(f"hvfilter: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"hvfilter: {e}", file=sys.stderr)
+        return 2
