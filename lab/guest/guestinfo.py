@@ -289,11 +289,13 @@ def parse(page: bytes) -> GuestInfo:
     """
     if len(page) < INFO_SIZE:
         raise ValueError(f"info page: {len(page)} bytes, need {INFO_SIZE}")
-    vals = dict(zip((n for n, _ in HEADER_FIELDS), _HEADER.unpack_from(page, 0)))
+    vals = dict(zip((n for n, _ in HEADER_FIELDS), _HEADER.unpack_from(page, 0), strict=True))
     if vals["magic"] != INFO_MAGIC:
         raise ValueError(f"info page: bad magic {vals['magic']:#x} (guest not booted yet?)")
     if vals["version"] != INFO_VERSION:
-        raise ValueError(f"info page: layout version {vals['version']}, parser knows {INFO_VERSION}")
+        raise ValueError(
+            f"info page: layout version {vals['version']}, parser knows {INFO_VERSION}"
+        )
     if vals["size"] != INFO_SIZE:
         raise ValueError(f"info page: size field {vals['size']}, expected {INFO_SIZE}")
     nprocs = vals["nprocs"]

@@ -6,7 +6,6 @@ domain).  Every wait polls a condition against a deadline."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import socket
@@ -103,7 +102,7 @@ class Guest:
             "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
             "-kernel", str(elf), "-append", cmdline,
         ]
-        self.stderr = open(workdir / "qemu.stderr", "wb")
+        self.stderr = open(workdir / "qemu.stderr", "wb")  # noqa: SIM115 (closed in close())
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                      stdout=self.stderr, stderr=self.stderr)
         self.qmp: QMP | None = None
@@ -124,7 +123,8 @@ class Guest:
         return GuestError(f"{what} (cmdline {self.cmdline!r}, qemu rc={self.proc.poll()})\n"
                           f"--- console tail ---\n{tail}\n--- qemu stderr ---\n{err}")
 
-    def poll_until(self, what: str, cond: Callable[[], T | None], timeout: float | None = None) -> T:
+    def poll_until(self, what: str, cond: Callable[[], T | None],
+                   timeout: float | None = None) -> T:
         deadline = time.monotonic() + (timeout or self.timeout)
         while True:
             r = cond()
@@ -210,5 +210,3 @@ def build_guest(outdir: Path) -> Path:
     assert elf.is_file(), elf
     return elf
 
-
-__all__ = ["Guest", "GuestError", "QMP", "build_guest", "find_qemu", "kv", "os"]

@@ -212,7 +212,8 @@ def test_selftest_int3(boot, mode: str) -> None:
     instruction and catches a wrong one."""
     g = boot(f"selftest_int3={mode} rounds=30 report=0")
     info = g.wait_done()
-    assert info.opt_selftest_int3 == (guestinfo.SELFTEST_GOOD if mode == "1" else guestinfo.SELFTEST_BAD)
+    expect_mode = guestinfo.SELFTEST_GOOD if mode == "1" else guestinfo.SELFTEST_BAD
+    assert info.opt_selftest_int3 == expect_mode
     assert info.slices == 30 * 9 and info.calls == 4 * info.slices
     assert info.bp_selftest_hits == info.calls
     assert info.exc_count == 0 and info.checks == info.slices
