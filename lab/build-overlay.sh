@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Build the small, often-changing overlay archive and the final initramfs.
+#
+#   overlay.cpio.gz: /init (lab/dom0/init), /opt/hvlab/{dom0,scenarios,tests,guest}
+#                    and the project's own Python package (wheel contents)
+#   rootfs.cpio.gz:  base.cpio.gz + overlay.cpio.gz concatenated (Linux
+#                    unpacks concatenated gzip cpio archives in order)
+#
+# Cheap (a second or two plus the wheel build), so it runs on every `make lab`.
+# HVLAB_GUEST_ELF=path overrides the guest (for trying a guest built elsewhere).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+base=$LAB_BUILD/base.cpio.gz
+ov=$LAB_BUILD/overlay
+[ -f "$base" ] || die "base rootfs missing: run lab/build-rootfs.sh first"
+
+# The test guest.
+stage_begin "test guest"
+gdir=$LAB_BUILD/guest
+if [ -n "${HVLAB_GUEST_ELF:-}" ]; then
+    guest=$HVLAB_GUEST_ELF
+    [ -f "$guest" ] || die "HVLAB_GUEST_ELF=$guest does not exist"
+elif [ -f "$LAB_DIR/guest/Makefile" ]; then
+    mkdir -p "$gdir"
+    make -s -C "$LAB_DIR/guest" O="$gdir" >&2 || die "test guest build failed (make -C lab/guest O=$gdir)"
+    guest=$gdir/guest.elf
+    [ -f "$guest" ] || die "make -C lab/guest did not produce $guest"
+else
+    die "the test guest (lab/guest/Makefile) does not exist yet; set HVLAB_GUEST_ELF=path to use another PVH kernel"
+fi
+stage_end "$guest"
+
+stage_begin "overlay (project, scenarios, guest)"
+rm -rf "$ov"; mkdir -p "$ov/opt/hvlab/guest" "$ov/usr/local/lib/python3.11/dist-packages"
+install -m 0755 "$LAB_DIR/dom0/init" "$ov/init"
+cp -a "$LAB_DIR/dom0" "$LAB_DIR/scenarios" "$ov/opt/hvlab/"
+cp "$guest" "$ov/opt/hvlab/guest/guest.elf"
+for f in "$LAB_DIR"/guest/*.py "$LAB_DIR"/guest/*.h; do
+    [ -f "$f" ] && cp "$f" "$ov/opt/hvlab/guest/"
+done
+[ -d "$TOP_DIR/tests" ] && cp -a "$TOP_DIR/tests" "$ov/opt/hvlab/tests"
+find "$ov" -name __pycache__ -prune -exec rm -rf {} +
+
+# The project's Python package, once it exists: a wheel built on the host
+# (Python 3.11 like bookworm's), unpacked where dom0's python3 finds it.
+if [ -f "$TOP_DIR/pyproject.toml" ]; then
+    wdir=$LAB_BUILD/wheel-hvfilter
+    newest=$(find "$TOP_DIR/pyproject.toml" "$TOP_DIR/src" "$TOP_DIR/cbindings" "$TOP_DIR/xen/include" \
+                  $( [ -f "$TOP_DIR/setup.py" ] && echo "$TOP_DIR/setup.py" ) \
+                  -type f -newer "$wdir/.stamp" -print -quit 2>/dev/null || true)
+    if [ ! -f "$wdir/.stamp" ] || [ -n "$newest" ]; then
+        rm -rf "$wdir"; mkdir -p "$wdir"
+        "${PYTHON:-python3}" -m pip wheel -q --no-deps "$TOP_DIR" -w "$wdir" > "$wdir/build.log" 2>&1 \
+            || { tail -n 30 "$wdir/build.log" >&2; die "building the project's wheel failed (pip wheel --no-deps .)"; }
+        touch "$wdir/.stamp"
+    fi
+    for w in "$wdir"/*.whl; do
+        python3 -m zipfile -e "$w" "$ov/usr/local/lib/python3.11/dist-packages"
+        log "project wheel in dom0: $(basename "$w")"
+    done
+else
+    log "note: no pyproject.toml yet, the project's Python package is not in dom0"
+fi
+
+(cd "$ov" && find . | cpio -o -H newc --quiet -R 0:0 | gzip -1) > "$LAB_BUILD/overlay.cpio.gz.tmp"
+mv "$LAB_BUILD/overlay.cpio.gz.tmp" "$LAB_BUILD/overlay.cpio.gz"
+cat "$base" "$LAB_BUILD/overlay.cpio.gz" > "$LAB_BUILD/rootfs.cpio.gz.tmp"
+mv "$LAB_BUILD/rootfs.cpio.gz.tmp" "$LAB_BUILD/rootfs.cpio.gz"
+stage_end "overlay $(du -h "$LAB_BUILD/overlay.cpio.gz" | cut -f1), initramfs $(du -h "$LAB_BUILD/rootfs.cpio.gz" | cut -f1)"
