@@ -129,3 +129,12 @@ def test_parse_rejects(field: str, value: int, msg: str) -> None:
 def test_parse_rejects_short() -> None:
     with pytest.raises(ValueError, match="bytes"):
         guestinfo.parse(bytes(100))
+
+
+def test_missing_qemu_fails_with_a_clear_message(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    import hvfg_qemu
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(AssertionError, match=r"qemu-system-x86_64 not found.*make deps"):
+        hvfg_qemu.find_qemu()
