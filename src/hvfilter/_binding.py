@@ -13,12 +13,10 @@ from typing import Any
 
 from hvfilter._native import ffi, lib
 from hvfilter._raw import (
-    RawCond,
     RawCounts,
     RawEvent,
     RawInfo,
     RawRule,
-    RawSet,
     RawStats,
     RawTable,
     RawVerdict,
@@ -107,7 +105,7 @@ def _c_table(t: RawTable) -> tuple[CData, CData, CData]:
 
 def table_check(t: RawTable, supported_kinds: int) -> tuple[int, int, int]:
     """Run the evaluator's ``hvf_table_check``: (rc, bad_rule, bad_cond)."""
-    rules, sets, keys = _c_table(t)
+    rules, sets, _keys = _c_table(t)
     bad = ffi.new("int[2]")
     rc = lib.hvf_table_check(rules, len(t.rules), sets, len(t.sets), len(t.keys),
                              supported_kinds, bad, bad + 1)
@@ -316,7 +314,7 @@ def _hvf_py_deliver(ctx: CData, domid: int, ev: CData, v: CData) -> int:
     d: _Delivery = ffi.from_handle(ctx)
     try:
         return 1 if d.fn(_event(ev), _verdict(v)) else 0
-    except BaseException as e:  # noqa: BLE001 - re-raised by sim_feed() after C returns
+    except BaseException as e:
         d.error = e
         return 1
 

@@ -9,7 +9,8 @@ operation and the domain.  :class:`ShimControl` bundles them behind the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+
+from typing_extensions import Protocol
 
 from hvfilter import _binding
 from hvfilter._raw import RawInfo, RawStats, RawTable

@@ -39,7 +39,7 @@ class Kind(enum.IntEnum):
 
     @property
     def bit(self) -> int:
-        """This kind's bit in a rule's ``kinds`` bitmap."""
+        """The bit of this kind in a rule's ``kinds`` bitmap."""
         return 1 << self.value
 
 

@@ -352,7 +352,7 @@ def _action(a: object) -> tuple[int, int, int]:
     raise TypeError(f"not an action: {a!r}")
 
 
-def compile(rules: Iterable[Rule], *, supported_kinds: Iterable[Kind] | None = None) -> Program:  # noqa: A001
+def compile(rules: Iterable[Rule], *, supported_kinds: Iterable[Kind] | None = None) -> Program:
     """Compile rules into the table the hypervisor will install.
 
     Pure and deterministic: needs neither Xen nor privileges.

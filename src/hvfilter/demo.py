@@ -113,7 +113,7 @@ def run_sim(out: Print, wl: GuestWorkload, show: int, hyp: Hypervisor,
     out(f"The guest: {wl.nr_procs} processes take turns on {wl.nr_vcpus} virtual CPU(s). "
         f"Every switch")
     out("  between processes writes the CPU's page-table register CR3, and so does every")
-    out(f"  system call (Linux KPTI flips between kernel and user page tables). Each turn, a")
+    out("  system call (Linux KPTI flips between kernel and user page tables). Each turn, a")
     out(f"  process calls a kernel function {wl.calls} times; the monitoring tool planted a")
     out("  breakpoint (int3) there.  We only care about one process, the target:")
     out(f"  process {wl.target} (CR3 {wl.root(wl.target):#x}, user page tables "

@@ -13,6 +13,7 @@ The control plane (installing tables, sets, breakpoints, statistics) goes
 through :class:`~hvfilter._lowlevel.ControlPlane`; the events that the filter
 forwards come from an :class:`EventSource`: the simulator's own on the
 ``sim`` backend, the LibVMI adapter on Xen.
+
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Literal, Protocol
+from typing import Literal
 
 import attrs
-from typing_extensions import Self
+from typing_extensions import Protocol, Self
 
 from hvfilter import _binding
 from hvfilter._lowlevel import ShimControl
@@ -338,7 +339,8 @@ class Subscription:
     stops the delivery and propagates to the caller unchanged.
     """
 
-    def __init__(self, domain: Domain, kinds: frozenset[Kind], process: str | ValueSet | None):
+    def __init__(self, domain: Domain, kinds: frozenset[Kind],
+                 process: str | ValueSet | None) -> None:
         self.domain = domain
         self.kinds = kinds
         self.process = process
@@ -654,7 +656,7 @@ class Hypervisor:
         self.close()
 
 
-def open(backend: Literal["auto", "xen", "sim"] = "auto", *,  # noqa: A001
+def open(backend: Literal["auto", "xen", "sim"] = "auto", *,
          sim: SimConfig | None = None) -> Hypervisor:
     """Connect to the hypervisor.
 

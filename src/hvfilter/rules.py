@@ -49,6 +49,10 @@ def _u64(v: int) -> int:
     return int(v)
 
 
+def _ints(values: Iterable[int]) -> tuple[int, ...]:
+    return tuple(int(v) for v in values)
+
+
 @attrs.frozen
 class ValueSet:
     """A named set of 64-bit keys with a key mask, installed with the rules.
@@ -70,7 +74,7 @@ class ValueSet:
 
     name: str
     mask: int = MASK64
-    values: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    values: tuple[int, ...] = attrs.field(default=(), converter=_ints)
     capacity: int = 64
 
     def __str__(self) -> str:

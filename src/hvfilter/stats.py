@@ -97,9 +97,11 @@ class Stats:
 
     @property
     def conserved(self) -> bool:
-        """Every kind and rule obeys the conservation law, and the rules plus
-        ``unmatched`` add up to the kinds (true for events since the table was
-        installed, with no reset in between)."""
+        """Every kind and rule obeys the conservation law, and they add up.
+
+        The rules plus ``unmatched`` add up to the kinds for events since the
+        table was installed (with no reset in between).
+        """
         by_rule = self.unmatched
         for c in self.rules:
             by_rule = by_rule + c
