@@ -41,6 +41,7 @@ from hvfilter.errors import (
     StateError,
     UnexpectedError,
     UnsupportedError,
+    UnsupportedRuleError,
     VersionMismatchError,
 )
 from hvfilter.events import (
@@ -116,7 +117,7 @@ __all__ = [
     "MsrWrite", "NoSuchDomainError", "NotFoundError", "NotInstalledError", "NotOnXenError",
     "NotPatchedError", "OtherEvent", "OutOfMemoryError", "Pass", "PermissionDeniedError",
     "Problem", "Program", "RawEvent", "Rule", "Sample", "SimConfig", "StateError", "Stats",
-    "Subscription", "Test", "UnexpectedError", "UnsupportedError", "ValueSet", "Verdict",
+    "Subscription", "Test", "UnexpectedError", "UnsupportedError", "UnsupportedRuleError", "ValueSet", "Verdict",
     "VersionMismatchError", "__version__", "always", "check_table", "compile", "emulate",
     "encode_unchecked", "forward", "never", "on", "open", "pass_", "process", "raw_event",
     "sample",

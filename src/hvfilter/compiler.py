@@ -36,7 +36,7 @@ from hvfilter.abi import (
     kinds_bitmap,
     kinds_of,
 )
-from hvfilter.errors import InvalidRuleError, LimitExceededError
+from hvfilter.errors import InvalidRuleError, LimitExceededError, UnsupportedRuleError
 from hvfilter.rules import Emulate, Forward, Pass, Rule, Sample, Test, ValueSet, dnf
 
 
@@ -437,7 +437,11 @@ def compile(rules: Iterable[Rule], *, supported_kinds: Iterable[Kind] | None = N
 
 
 def _explain(prog: Program, p: Problem) -> InvalidRuleError:
-    cls = LimitExceededError if p.errno in (errno.E2BIG, errno.ENOSPC) else InvalidRuleError
+    cls: type[InvalidRuleError] = InvalidRuleError
+    if p.errno in (errno.E2BIG, errno.ENOSPC):
+        cls = LimitExceededError
+    elif p.errno == errno.EOPNOTSUPP:
+        cls = UnsupportedRuleError
     src_rule: int | None = None
     if p.rule >= 0:
         src_rule = prog.origin[p.rule]

@@ -121,6 +121,12 @@ class LimitExceededError(InvalidRuleError):
     remedy = "stay within hvfilter.LIMITS (rules, conditions, sets, set capacity)"
 
 
+class UnsupportedRuleError(InvalidRuleError, UnsupportedError):
+    """A rule names an event kind the target CPU cannot raise (-EOPNOTSUPP)."""
+
+    remedy = UnsupportedError.remedy
+
+
 class NotFoundError(HvfilterError, LookupError):
     """No table installed, no such set, key or breakpoint (-ENOENT)."""
 

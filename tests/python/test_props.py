@@ -10,13 +10,13 @@ import errno
 
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from reference import RefDomain
-from strategies import MASK64, events, programs, raw_tables, rules_lists, small_values
 
 import hvfilter as hv
 from hvfilter import _binding
 from hvfilter._raw import RawEvent
 from hvfilter.abi import ALL_KINDS, Field, Kind
+from reference import RefDomain
+from strategies import MASK64, events, programs, raw_tables, rules_lists, small_values
 
 KINDS = [Kind.CR3_WRITE, Kind.BREAKPOINT, Kind.MSR_WRITE, Kind.CPUID]
 
