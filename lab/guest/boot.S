@@ -14,6 +14,8 @@
 #define SEL_CODE64 0x08
 #define SEL_DATA   0x10
 #define SEL_CODE32 0x18
+#define SEL_UDATA  0x33     /* GDT slot 6, RPL 3 */
+#define SEL_UCODE  0x3b     /* GDT slot 7, RPL 3 */
 
 /* ------------------------------------------------------------------------
  * ELF note read by Xen's libelf and by QEMU: the 32-bit PVH entry point.
@@ -158,6 +160,136 @@ kfunc_resume:                           /* where the original instruction ends *
     .quad kfunc_after_insn
 
 /* ------------------------------------------------------------------------
+ * The user page (user=1), linked at HVFG_KBASE + HVFG_UPAGE_GPA but executed
+ * at HVFG_UPAGE_VA in ring 3: position-independent code only (relative
+ * branches inside the page, absolute addresses only for the private page).
+ *
+ * uint64_t ufunc(uint64_t proc, uint64_t x), at HVFG_UFUNC_VA.  Its first
+ * instruction UFUNC_INSN (7 bytes, writes RAX and flags) is where a VMI tool
+ * plants a user-space breakpoint; the same bytes are in ufunc_insn.
+ */
+#define UFUNC_INSN imul $0x2545f491, %rsi, %rax
+#define PRIV(off) (HVFG_PRIV_VA + HVFG_PRIV_OFF_##off)
+
+    .section .text.user, "ax"
+    .globl ufunc
+ufunc:
+    UFUNC_INSN                          /* rax = x * 0x2545f491 */
+ufunc_after_insn:
+    add     %rdi, %rax
+    mov     %rax, %rdx
+    shr     $31, %rdx
+    xor     %rdx, %rax
+    incq    PRIV(UCALLS)
+    ret
+
+/* user_main(proc %rdi, work %rsi, ucalls %rdx, x0 %rcx), at
+ * HVFG_UPAGE_VA + HVFG_UMAIN_OFF: the work units on the private page, then
+ * ucalls calls of ufunc folded into RAX; back to the kernel with int $0x80. */
+    .org ufunc + HVFG_UMAIN_OFF
+user_main:
+    mov     %rdi, %r12                  /* proc */
+    mov     %rdx, %r13                  /* ucalls */
+    mov     %rcx, %r14                  /* x0 */
+    xor     %r15d, %r15d                /* acc */
+    xor     %ebx, %ebx                  /* address-space check failures */
+    movabs  $HVFG_PRIV_MAGIC, %r8
+    mov     PRIV(STATE), %r9
+    movabs  $6364136223846793005, %r10
+    movabs  $1442695040888963407, %r11
+    test    %rsi, %rsi
+    jz      3f
+1:  cmp     %r8, PRIV(MAGIC)
+    jne     2f
+    cmp     %r12, PRIV(OWNER)
+    je      4f
+2:  inc     %rbx
+4:  imul    %r10, %r9
+    add     %r11, %r9
+    mov     %r9, PRIV(STATE)
+    incq    PRIV(WORK)
+    dec     %rsi
+    jnz     1b
+3:  add     %rbx, PRIV(BAD)
+    xor     %ebp, %ebp                  /* call index */
+5:  cmp     %r13, %rbp
+    jae     6f
+    mov     %r12, %rdi
+    lea     (%r14,%rbp), %rsi
+    call    ufunc
+    rol     $7, %r15
+    xor     %rax, %r15
+    inc     %rbp
+    jmp     5b
+6:  mov     %r15, %rax
+    int     $0x80                       /* back to the kernel; never returns */
+    ud2
+
+    .org ufunc + HVFG_UTRAMP_OFF
+    .globl utramp_area
+utramp_area:                            /* two trampolines, filled at boot */
+    .fill 64, 1, 0xcc
+
+    .section .rodata
+    .globl ufunc_insn, ufunc_insn_len, ufunc_resume_off
+ufunc_insn:
+    UFUNC_INSN
+ufunc_insn_end:
+    .balign 4
+ufunc_insn_len:
+    .long ufunc_insn_end - ufunc_insn
+ufunc_resume_off:                       /* offset of the end of the instruction */
+    .long ufunc_after_insn - ufunc
+
+/* ------------------------------------------------------------------------
+ * Ring transitions (user=1).
+ * uint64_t enter_user(rip, rsp, a0, a1, a2, a3): run user code at CPL 3 with
+ * a0..a3 in rdi, rsi, rdx, rcx, interrupts off; returns the RAX that the user
+ * code passes to int $0x80 (vector 0x80, a DPL-3 gate entered on TSS.rsp0).
+ */
+    .text
+    .globl enter_user, user_return
+enter_user:
+    push    %rbx
+    push    %rbp
+    push    %r12
+    push    %r13
+    push    %r14
+    push    %r15
+    mov     %rsp, user_saved_rsp(%rip)
+    pushq   $SEL_UDATA
+    push    %rsi
+    pushq   $0x2                        /* RFLAGS: IF = 0 */
+    pushq   $SEL_UCODE
+    push    %rdi
+    mov     %rdx, %rdi
+    mov     %rcx, %rsi
+    mov     %r8, %rdx
+    mov     %r9, %rcx
+    xor     %eax, %eax
+    xor     %ebx, %ebx
+    xor     %ebp, %ebp
+    xor     %r8d, %r8d
+    xor     %r9d, %r9d
+    xor     %r10d, %r10d
+    xor     %r11d, %r11d
+    xor     %r12d, %r12d
+    xor     %r13d, %r13d
+    xor     %r14d, %r14d
+    xor     %r15d, %r15d
+    iretq
+
+user_return:
+    mov     user_saved_rsp(%rip), %rsp
+    pop     %r15
+    pop     %r14
+    pop     %r13
+    pop     %r12
+    pop     %rbp
+    pop     %rbx
+    ret
+
+/* ------------------------------------------------------------------------
  * Exception entry: push a uniform frame and call exception_handler(frame).
  * The handler may change frame->rip (selftest_int3 / #BP recovery).
  */
@@ -268,7 +400,9 @@ gdt:
     .quad 0x00af9a000000ffff
     .quad 0x00cf92000000ffff
     .quad 0x00cf9a000000ffff
-    .quad 0, 0
+    .quad 0, 0                          /* 0x20: TSS */
+    .quad 0x00cff2000000ffff            /* 0x30: user data, DPL 3 */
+    .quad 0x00affa000000ffff            /* 0x38: user code 64, DPL 3 */
 gdt_end:
     .balign 8
     .word 0, 0, 0
@@ -284,6 +418,8 @@ gdt_desc64:
     .globl boot_cr3_writes
     .balign 8
 boot_cr3_writes:
+    .quad 0
+user_saved_rsp:
     .quad 0
 
 /* ------------------------------------------------------------------------
@@ -302,3 +438,6 @@ boot_stack:   .skip 16384
 boot_stack_top:
 ist_stack:    .skip 8192
 ist_stack_top:
+    .globl kstack0_top
+kstack0:      .skip 8192                /* TSS.rsp0: entries from ring 3 */
+kstack0_top:

@@ -30,6 +30,10 @@ NO_PROC: Final = 0xFFFF_FFFF
 KFUNC_GPA: Final = 0x10_1000
 KFUNC_VA: Final = KBASE + KFUNC_GPA
 PRIV_VA: Final = 0x40_0000
+UPAGE_GPA: Final = 0x10_2000
+UPAGE_VA: Final = 0x40_1000
+UFUNC_GPA: Final = UPAGE_GPA
+UFUNC_VA: Final = UPAGE_VA
 
 STATE_BOOT: Final = 0
 STATE_RUNNING: Final = 1
@@ -41,7 +45,7 @@ HALT_NONE: Final = 0
 HALT_DONE: Final = 1
 HALT_EXCEPTION: Final = 2
 HALT_BP: Final = 3
-HALT_NAMES: Final = {0: "none", 1: "done", 2: "exception", 3: "bp-at-kfunc"}
+HALT_NAMES: Final = {0: "none", 1: "done", 2: "exception", 3: "bp-at-kfunc-or-ufunc"}
 
 F_XEN: Final = 1 << 0
 F_HCALL_PAGE: Final = 1 << 1
@@ -59,7 +63,8 @@ INJECT_GP: Final = 2
 INJECT_PF: Final = 3
 INJECT_BP: Final = 4
 INJECT_KBP: Final = 5
-INJECT_NAMES: Final = {0: "none", 1: "ud", 2: "gp", 3: "pf", 4: "bp", 5: "kbp"}
+INJECT_UBP: Final = 6
+INJECT_NAMES: Final = {0: "none", 1: "ud", 2: "gp", 3: "pf", 4: "bp", 5: "kbp", 6: "ubp"}
 
 # (name, struct format) in memory order; "x" padding is never used: padding
 # fields are named and must read as zero.  Offsets follow from the sizes.
@@ -119,7 +124,12 @@ HEADER_FIELDS: Final[tuple[tuple[str, str], ...]] = (
     ("own_domid", "I"),
     ("opt_inject", "I"),
     ("spurious_irqs", "Q"),
-    ("reserved0", "40s"),
+    ("opt_user", "I"),
+    ("opt_ucalls", "I"),
+    ("ucalls", "Q"),
+    ("umismatches", "Q"),
+    ("ufunc_va", "Q"),
+    ("ufunc_gpa", "Q"),
 )
 PROC_FIELDS: Final[tuple[tuple[str, str], ...]] = (
     ("kroot", "Q"),
@@ -237,6 +247,12 @@ class GuestInfo:
     own_domid: int
     opt_inject: int
     spurious_irqs: int
+    opt_user: int
+    opt_ucalls: int
+    ucalls: int
+    umismatches: int
+    ufunc_va: int
+    ufunc_gpa: int
     procs: tuple[ProcInfo, ...]
 
     @property
@@ -308,8 +324,6 @@ def parse(page: bytes) -> GuestInfo:
     gen_start, _ = _TAIL.unpack_from(page, GEN_START_OFFSET)
     insn_len = vals.pop("kfunc_insn_len")
     vals["kfunc_insn"] = vals["kfunc_insn"][: min(insn_len, 16)]
-    for pad in ("reserved0",):
-        vals.pop(pad)
     return GuestInfo(gen_start=gen_start, procs=procs, **vals)
 
 

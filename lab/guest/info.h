@@ -39,6 +39,25 @@
 
 /* Process-private data page (one per process, same VA in every process). */
 #define HVFG_PRIV_VA        0x0000000000400000UL
+/* Its layout (u64 each; written by the work, read by the kernel). */
+#define HVFG_PRIV_MAGIC     0x5652505047465648UL   /* "HVFGPPRV" */
+#define HVFG_PRIV_OFF_MAGIC  0
+#define HVFG_PRIV_OFF_OWNER  8
+#define HVFG_PRIV_OFF_WORK   16
+#define HVFG_PRIV_OFF_STATE  24
+#define HVFG_PRIV_OFF_UCALLS 32                    /* counted by ufunc */
+#define HVFG_PRIV_OFF_BAD    40                    /* address-space check failures (user mode) */
+#define HVFG_USTACK_TOP     (HVFG_PRIV_VA + 4096 - 64)   /* user stack: top of the private page */
+
+/* User page (user=1): one physical page mapped read-only + user at
+ * HVFG_UPAGE_VA in every process (like a shared library), and supervisor at
+ * HVFG_KBASE + HVFG_UPAGE_GPA.  The user function ufunc is at its start. */
+#define HVFG_UPAGE_GPA      0x00102000UL
+#define HVFG_UPAGE_VA       0x0000000000401000UL
+#define HVFG_UFUNC_GPA      HVFG_UPAGE_GPA
+#define HVFG_UFUNC_VA       HVFG_UPAGE_VA
+#define HVFG_UMAIN_OFF      0x100                   /* user_main */
+#define HVFG_UTRAMP_OFF     0x200                   /* two 32-byte trampolines */
 
 /* state */
 #define HVFG_STATE_BOOT     0
@@ -50,7 +69,7 @@
 #define HVFG_HALT_NONE      0
 #define HVFG_HALT_DONE      1   /* rounds= reached */
 #define HVFG_HALT_EXCEPTION 2   /* an exception that cannot be recovered */
-#define HVFG_HALT_BP        3   /* #BP at the kernel function and bphalt=1 */
+#define HVFG_HALT_BP        3   /* #BP at kfunc (or ufunc) and bphalt=1 */
 
 /* flags */
 #define HVFG_F_XEN          (1U << 0)  /* Xen found via CPUID 0x400000xx */
@@ -71,6 +90,7 @@
 #define HVFG_INJECT_PF      3   /* load from an unmapped address */
 #define HVFG_INJECT_BP      4   /* int3 in ordinary code (not kfunc) */
 #define HVFG_INJECT_KBP     5   /* int3 left at kfunc, as if a VMI #BP were reinjected */
+#define HVFG_INJECT_UBP     6   /* the same at ufunc (user=1) */
 
 /* Offsets (used by the assembly and checked against the struct below). */
 #define HVFG_OFF_CALLS      176
@@ -89,7 +109,7 @@ struct hvfg_proc {                 /* 56 bytes */
     uint64_t calls;                /* kernel-function calls (counted by the function) */
     uint64_t work;                 /* work units done */
     uint64_t cr3_writes;           /* mov-to-CR3 with this process's kroot or uroot */
-    uint64_t mismatches;           /* self-check mismatches in this process's slices */
+    uint64_t mismatches;           /* slices with a self-check mismatch (kernel or user function) */
 };
 
 struct hvfg_info {
@@ -159,7 +179,12 @@ struct hvfg_info {
     uint32_t own_domid;            /* 328 from CPUID base+4 ECX, HVFG_NO_PROC if unknown */
     uint32_t opt_inject;           /* 332 HVFG_INJECT_* (fault injected after round 1) */
     uint64_t spurious_irqs;        /* 336 interrupts (vectors 32-255) taken; expected 0 */
-    uint64_t reserved0[5];         /* 344 zero */
+    uint32_t opt_user;             /* 344 1: work and ufunc calls run in ring 3 */
+    uint32_t opt_ucalls;           /* 348 user-function calls per slice (user=1) */
+    uint64_t ucalls;               /* 352 user-function calls (counted by the function) */
+    uint64_t umismatches;          /* 360 slices whose user-function results were wrong */
+    uint64_t ufunc_va;             /* 368 HVFG_UFUNC_VA (0 with user=0) */
+    uint64_t ufunc_gpa;            /* 376 HVFG_UFUNC_GPA (0 with user=0) */
 
     struct hvfg_proc proc[HVFG_NPROC_MAX]; /* 384 index 0 = target slot */
 

@@ -16,7 +16,8 @@
 #define PTE_RW    0x2UL
 #define PTE_US    0x4UL
 
-#define PRIV_MAGIC 0x5652505047465648UL   /* "HVFGPPRV" */
+#define PRIV_MAGIC HVFG_PRIV_MAGIC
+#define USER_VEC   0x80
 
 #define HVM_START_MAGIC 0x336ec578U
 #define DOMID_SELF      0x7ff0
@@ -40,6 +41,14 @@ extern uint64_t gdt[];
 extern uint64_t boot_cr3_writes;
 extern uint64_t boot_pdpt_hi[512];
 extern uint8_t ist_stack_top[];
+extern uint8_t kstack0_top[];
+extern uint8_t utramp_area[];
+extern const uint8_t ufunc_insn[];
+extern const uint32_t ufunc_insn_len;
+extern const uint32_t ufunc_resume_off;
+extern uint64_t enter_user(uint64_t rip, uint64_t rsp, uint64_t a0, uint64_t a1,
+                           uint64_t a2, uint64_t a3);
+extern const uint8_t user_return[];
 
 #define info ((volatile struct hvfg_info *)HVFG_INFO_VA)
 
@@ -50,12 +59,16 @@ struct proc_tables {
     uint64_t pt[512];
 };
 
-struct priv_page {
+struct priv_page {                 /* HVFG_PRIV_OFF_* */
     uint64_t magic;
     uint64_t owner;
     uint64_t work;
     uint64_t state;
+    uint64_t ucalls;
+    uint64_t bad;
 };
+_Static_assert(__builtin_offsetof(struct priv_page, ucalls) == HVFG_PRIV_OFF_UCALLS, "ucalls");
+_Static_assert(__builtin_offsetof(struct priv_page, bad) == HVFG_PRIV_OFF_BAD, "bad");
 
 /* Root pairs: [p][0] kernel root, [p][1] user root, 8 KiB aligned so that
  * the two CR3 values differ only in bit 12. */
@@ -200,15 +213,18 @@ static void kprintf(const char *fmt, ...)
 /* ---- options ------------------------------------------------------------ */
 static struct {
     uint32_t nproc, target, quiet, gap, calls, work, kpti, domctl, selftest;
-    uint32_t report, exit, bphalt, inject;
+    uint32_t report, exit, bphalt, inject, user, ucalls;
     uint64_t rounds;
     int gap_given;
 } opt = {
     .nproc = 8, .target = 1, .quiet = 1, .calls = 4, .work = 16, .kpti = 1,
-    .report = 1000,
+    .report = 1000, .ucalls = 4,
 };
 
 static char cmdline[512];
+
+static const char *const inject_names[] = { "none", "ud", "gp", "pf", "bp", "kbp", "ubp" };
+#define NINJECT 7
 
 static int streq_n(const char *a, const char *b, size_t n)
 {
@@ -310,6 +326,8 @@ static void parse_cmdline(const char *s)
         else if ( KEY("report") ) set_u32(tok, tn, val, vn, &opt.report, 0, 0xffffffffU);
         else if ( KEY("exit") ) set_u32(tok, tn, val, vn, &opt.exit, 0, 1);
         else if ( KEY("bphalt") ) set_u32(tok, tn, val, vn, &opt.bphalt, 0, 1);
+        else if ( KEY("user") ) set_u32(tok, tn, val, vn, &opt.user, 0, 1);
+        else if ( KEY("ucalls") ) set_u32(tok, tn, val, vn, &opt.ucalls, 0, 100000);
         else if ( KEY("rounds") )
         {
             uint64_t v;
@@ -320,15 +338,14 @@ static void parse_cmdline(const char *s)
         }
         else if ( KEY("inject") )
         {
-            static const char *const names[] = { "none", "ud", "gp", "pf", "bp", "kbp" };
             uint32_t i;
-            for ( i = 0; i < 6; i++ )
-                if ( streq_n(val, names[i], vn) )
+            for ( i = 0; i < NINJECT; i++ )
+                if ( streq_n(val, inject_names[i], vn) )
                     break;
-            if ( i < 6 )
+            if ( i < NINJECT )
                 opt.inject = i;
             else
-                opt_warn(tok, tn, "ignored: use none, ud, gp, pf, bp or kbp");
+                opt_warn(tok, tn, "ignored: use none, ud, gp, pf, bp, kbp or ubp");
         }
         else if ( KEY("selftest_int3") )
         {
@@ -483,7 +500,8 @@ static void __attribute__((noreturn)) finish(void)
         else if ( !xen_base )
         {
             /* QEMU isa-debug-exit (if configured): exit status (v << 1) | 1. */
-            uint32_t bad = info->mismatches || info->as_mismatches || info->exc_count ||
+            uint32_t bad = info->mismatches || info->umismatches || info->as_mismatches ||
+                           info->exc_count ||
                            info->state != HVFG_STATE_DONE;
             outl(QEMU_DEBUG_EXIT_PORT, bad);
         }
@@ -518,6 +536,7 @@ static void idt_setup(void)
     uint64_t base = (uint64_t)(uintptr_t)&tss;
     uint64_t lim = sizeof(tss) - 1;
     tss.ist[0] = (uint64_t)(uintptr_t)ist_stack_top;
+    tss.rsp[0] = (uint64_t)(uintptr_t)kstack0_top;
     tss.iomap = sizeof(tss);
     gdt[4] = (lim & 0xffff) | ((base & 0xffffff) << 16) | (0x89UL << 40) |
              (((lim >> 16) & 0xf) << 48) | (((base >> 24) & 0xff) << 56);
@@ -526,12 +545,15 @@ static void idt_setup(void)
 
     for ( int v = 0; v < 256; v++ )
     {
-        uint64_t h = v < 32 ? exc_table[v] : irq_spurious_addr;
+        uint64_t h = v < 32 ? exc_table[v] :
+                     v == USER_VEC ? (uint64_t)(uintptr_t)user_return : irq_spurious_addr;
         idt[v].off_lo = (uint16_t)h;
         idt[v].sel = 0x08;
         /* #NMI, #DF, #MC on their own stack */
         idt[v].ist = (v == 2 || v == 8 || v == 18) ? 1 : 0;
-        idt[v].type = 0x8e;  /* present, DPL 0, 64-bit interrupt gate */
+        /* present, 64-bit interrupt gate; DPL 3 for int $0x80 and, as in
+         * Linux, for int3 (#BP) and into (#OF) from ring 3 */
+        idt[v].type = (v == USER_VEC || v == 3 || v == 4) ? 0xee : 0x8e;
         idt[v].off_mid = (uint16_t)(h >> 16);
         idt[v].off_hi = (uint32_t)(h >> 32);
         idt[v].zero = 0;
@@ -544,6 +566,11 @@ static void idt_setup(void)
 
 static uint32_t cur_proc = HVFG_NO_PROC;
 
+static inline uint64_t utramp_va(int t)
+{
+    return HVFG_UPAGE_VA + HVFG_UTRAMP_OFF + 32 * (uint64_t)t;
+}
+
 static const char *const exc_names[32] = {
     "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "#09", "#TS",
     "#NP", "#SS", "#GP", "#PF", "#15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP",
@@ -554,13 +581,16 @@ void exception_handler(struct frame *f);
 void exception_handler(struct frame *f)
 {
     uint64_t kva = HVFG_KFUNC_VA;
-    int at_kfunc = f->vec == 3 && f->rip - 1 == kva;
+    unsigned cpl = f->cs & 3;
+    int at_kfunc = f->vec == 3 && cpl == 0 && f->rip - 1 == kva;
+    int at_ufunc = f->vec == 3 && cpl == 3 && opt.user && f->rip - 1 == HVFG_UFUNC_VA;
+    int bad = opt.selftest == HVFG_SELFTEST_BAD;
 
-    if ( at_kfunc && opt.selftest != HVFG_SELFTEST_OFF )
+    if ( (at_kfunc || at_ufunc) && opt.selftest != HVFG_SELFTEST_OFF )
     {
         /* Our own breakpoint: run the original instruction out of line. */
         info->bp_selftest_hits = info->bp_selftest_hits + 1;
-        f->rip = (uint64_t)(uintptr_t)tramp[opt.selftest == HVFG_SELFTEST_BAD];
+        f->rip = at_kfunc ? (uint64_t)(uintptr_t)tramp[bad] : utramp_va(bad);
         return;
     }
 
@@ -573,8 +603,8 @@ void exception_handler(struct frame *f)
     info->last_exc_cr2 = cr2;
     info->last_exc_cr3 = cr3;
 
-    kprintf("HVFG EXCEPTION vector=%u name=%s rip=0x%x err=0x%x cr2=0x%x cr3=0x%x proc=%d count=%u\n",
-            f->vec, exc_names[f->vec & 31], f->rip, f->err, cr2, cr3,
+    kprintf("HVFG EXCEPTION vector=%u name=%s rip=0x%x cpl=%u err=0x%x cr2=0x%x cr3=0x%x proc=%d count=%u\n",
+            f->vec, exc_names[f->vec & 31], f->rip, (uint64_t)cpl, f->err, cr2, cr3,
             cur_proc == HVFG_NO_PROC ? (int64_t)-1 : (int64_t)cur_proc,
             info->exc_count);
 
@@ -591,6 +621,17 @@ void exception_handler(struct frame *f)
                 present ? "trampoline" : "re-execution");
         return;
     }
+    if ( at_ufunc && !opt.bphalt )
+    {
+        /* The same for the user function (ring 3): the trampoline lives in
+         * the user page. */
+        int present = *(volatile uint8_t *)(HVFG_KBASE + HVFG_UFUNC_GPA) == 0xcc;
+        f->rip = present ? utramp_va(0) : HVFG_UFUNC_VA;
+        kprintf("HVFG EXCEPTION reinjected #BP at ufunc: recovered via %s, continuing\n",
+                present ? "trampoline" : "re-execution");
+        return;
+    }
+    at_kfunc |= at_ufunc;
 
     info->halt_reason = at_kfunc ? HVFG_HALT_BP : HVFG_HALT_EXCEPTION;
     info->state = HVFG_STATE_HALTED;
@@ -598,7 +639,8 @@ void exception_handler(struct frame *f)
      * sees a consistent (if final) page. */
     info->gen_done = info->gen_start;
     kprintf("HVFG HALTED reason=%s vector=%u rip=0x%x\n",
-            at_kfunc ? "bp-at-kfunc(bphalt=1)" : "exception", f->vec, f->rip);
+            at_ufunc ? "bp-at-ufunc(bphalt=1)" : at_kfunc ? "bp-at-kfunc(bphalt=1)" : "exception",
+            f->vec, f->rip);
     finish();
 }
 
@@ -613,8 +655,34 @@ static uint64_t kfunc_ref(uint64_t p, uint64_t x)
     return r;
 }
 
+static uint64_t ufunc_ref(uint64_t p, uint64_t x)
+{
+    uint64_t r = x * 0x2545f491UL + p;
+    r ^= r >> 31;
+    return r;
+}
+
+static void build_utrampolines(void)
+{
+    /* In the user page, written through its supervisor mapping; the jmp is
+     * relative, so it is correct at the user address. */
+    uint32_t n = ufunc_insn_len;
+    for ( int t = 0; t < 2; t++ )
+    {
+        uint8_t *p = utramp_area + 32 * t;
+        memcpy(p, ufunc_insn, n);
+        if ( t == 1 )
+            p[3] ^= 0x01;   /* selftest_int3=bad: immediate off by one */
+        int64_t rel = (int64_t)ufunc_resume_off - (int64_t)(HVFG_UTRAMP_OFF + 32 * t + n + 5);
+        p[n] = 0xe9;
+        uint32_t r32 = (uint32_t)(int32_t)rel;
+        memcpy(p + n + 1, &r32, 4);
+    }
+}
+
 static void build_trampolines(void)
 {
+    build_utrampolines();
     uint32_t n = kfunc_insn_len;
     for ( int t = 0; t < 2; t++ )
     {
@@ -643,6 +711,8 @@ static void build_processes(void)
         memset(t, 0, sizeof(*t));
         memset(priv_pages[p], 0, PAGE_SIZE);
         t->pt[pt_i] = pa(priv_pages[p]) | PTE_P | PTE_RW | PTE_US;
+        /* the shared user page: read-only, user (mapped even with user=0) */
+        t->pt[(HVFG_UPAGE_VA >> 12) & 511] = HVFG_UPAGE_GPA | PTE_P | PTE_US;
         t->pd[pd_i] = pa(t->pt) | PTE_P | PTE_RW | PTE_US;
         t->pdpt[0] = pa(t->pd) | PTE_P | PTE_RW | PTE_US;
         for ( int r = 0; r < 2; r++ )
@@ -664,6 +734,7 @@ static void build_processes(void)
 
 /* ---- the schedule ------------------------------------------------------- */
 static uint32_t prev_proc = HVFG_NO_PROC;
+static uint64_t seen_ucalls[HVFG_NPROC_MAX], seen_bad[HVFG_NPROC_MAX];
 static uint64_t round_sum, round_ref;
 
 static inline void cr3_switch(uint32_t p, uint64_t val, int is_slice_start)
@@ -700,14 +771,28 @@ static void run_slice(uint32_t p)
         cr3_switch(p, uroot[p], 0);
 
     /* Work: private page must be ours (address-space check). */
-    uint64_t bad = 0, st = pp->state;
-    for ( uint32_t w = 0; w < W; w++ )
+    uint64_t bad = 0, uacc = 0, uref = 0, U = opt.ucalls;
+    uint64_t ubase = (pi->slices << 24) ^ ((uint64_t)p << 40);
+    if ( opt.user )
     {
-        if ( pp->magic != PRIV_MAGIC || pp->owner != p )
-            bad++;
-        st = st * 6364136223846793005UL + 1442695040888963407UL;
-        pp->state = st;
-        pp->work = pp->work + 1;
+        /* ring 3: the work, then U calls of ufunc; back via int $0x80 */
+        uacc = enter_user(HVFG_UPAGE_VA + HVFG_UMAIN_OFF, HVFG_USTACK_TOP, p, W, U, ubase);
+        for ( uint64_t i = 0; i < U; i++ )
+            uref = ((uref << 7) | (uref >> 57)) ^ ufunc_ref(p, ubase + i);
+        bad = pp->bad - seen_bad[p];
+        seen_bad[p] = pp->bad;
+    }
+    else
+    {
+        uint64_t st = pp->state;
+        for ( uint32_t w = 0; w < W; w++ )
+        {
+            if ( pp->magic != PRIV_MAGIC || pp->owner != p )
+                bad++;
+            st = st * 6364136223846793005UL + 1442695040888963407UL;
+            pp->state = st;
+            pp->work = pp->work + 1;
+        }
     }
     grp_begin();
     pi->work = pi->work + W;
@@ -717,6 +802,16 @@ static void run_slice(uint32_t p)
         bad++;
     if ( bad )
         info->as_mismatches = info->as_mismatches + bad;
+    if ( opt.user )
+    {
+        info->ucalls = info->ucalls + (pp->ucalls - seen_ucalls[p]);
+        seen_ucalls[p] = pp->ucalls;
+        if ( uacc != uref )
+        {
+            info->umismatches = info->umismatches + 1;
+            pi->mismatches = pi->mismatches + 1;
+        }
+    }
     grp_end();
 
     /* "System call": back to the kernel root, call the kernel function. */
@@ -740,7 +835,8 @@ static void run_slice(uint32_t p)
     if ( acc != ref )
     {
         info->mismatches = info->mismatches + 1;
-        pi->mismatches = pi->mismatches + 1;
+        if ( !(opt.user && uacc != uref) )   /* one per slice */
+            pi->mismatches = pi->mismatches + 1;
     }
     grp_end();
     round_sum = round_sum * 31 + acc;
@@ -754,6 +850,8 @@ static void report(void)
             info->rounds, info->slices, info->switches, info->cr3_writes, info->calls,
             info->work, info->checks, info->mismatches, info->as_mismatches,
             info->exc_count);
+    if ( opt.user )
+        kprintf("HVFG user ucalls=%u umismatch=%u\n", info->ucalls, info->umismatches);
     if ( opt.target )
     {
         volatile struct hvfg_proc *t = &info->proc[0];
@@ -777,8 +875,7 @@ static void report(void)
 /* inject=: provoke a fault on purpose, to test the exception path. */
 static void inject_fault(void)
 {
-    static const char *const names[] = { "none", "ud", "gp", "pf", "bp", "kbp" };
-    kprintf("HVFG inject %s proc=%u\n", names[opt.inject], (uint64_t)cur_proc);
+    kprintf("HVFG inject %s proc=%u\n", inject_names[opt.inject], (uint64_t)cur_proc);
     switch ( opt.inject )
     {
     case HVFG_INJECT_UD:
@@ -795,6 +892,9 @@ static void inject_fault(void)
         break;
     case HVFG_INJECT_KBP:
         *(volatile uint8_t *)HVFG_KFUNC_VA = 0xcc;
+        break;
+    case HVFG_INJECT_UBP:
+        *(volatile uint8_t *)(HVFG_KBASE + HVFG_UFUNC_GPA) = 0xcc;
         break;
     }
 }
@@ -909,6 +1009,13 @@ void kmain(uint64_t start_info_pa)
     info->opt_exit = opt.exit;
     info->opt_bphalt = opt.bphalt;
     info->opt_inject = opt.inject;
+    info->opt_user = opt.user;
+    info->opt_ucalls = opt.user ? opt.ucalls : 0;
+    if ( opt.user )
+    {
+        info->ufunc_va = HVFG_UFUNC_VA;
+        info->ufunc_gpa = HVFG_UFUNC_GPA;
+    }
     info->nprocs = nprocs;
     info->target_index = opt.target ? 0 : HVFG_NO_PROC;
     info->kfunc_va = HVFG_KFUNC_VA;
@@ -941,16 +1048,24 @@ void kmain(uint64_t start_info_pa)
                 (uint64_t)(info->xen_version & 0xffff));
     kprintf("\nHVFG cmdline \"%s\"\n", cmdline);
     kprintf("HVFG options nproc=%u target=%u quiet=%u gap=%u calls=%u work=%u kpti=%u "
-            "domctl=%u selftest_int3=%u rounds=%u report=%u exit=%u bphalt=%u\n",
+            "domctl=%u selftest_int3=%u rounds=%u report=%u exit=%u bphalt=%u user=%u ucalls=%u\n",
             (uint64_t)opt.nproc, (uint64_t)opt.target, (uint64_t)opt.quiet, (uint64_t)opt.gap,
             (uint64_t)opt.calls, (uint64_t)opt.work, (uint64_t)opt.kpti, (uint64_t)opt.domctl,
             (uint64_t)opt.selftest, opt.rounds, (uint64_t)opt.report, (uint64_t)opt.exit,
-            (uint64_t)opt.bphalt);
+            (uint64_t)opt.bphalt, (uint64_t)opt.user, (uint64_t)(opt.user ? opt.ucalls : 0));
     kprintf("HVFG kfunc va=0x%x gpa=0x%x len=%u insn=", HVFG_KFUNC_VA, HVFG_KFUNC_GPA,
             (uint64_t)kfunc_insn_len);
     for ( uint32_t i = 0; i < kfunc_insn_len; i++ )
         kprintf("%02x", (uint64_t)kfunc_insn[i]);
     kprintf(" intact=%u\n", (uint64_t)kok);
+    if ( opt.user )
+    {
+        kprintf("HVFG ufunc va=0x%x gpa=0x%x len=%u insn=", HVFG_UFUNC_VA, HVFG_UFUNC_GPA,
+                (uint64_t)ufunc_insn_len);
+        for ( uint32_t i = 0; i < ufunc_insn_len; i++ )
+            kprintf("%02x", (uint64_t)ufunc_insn[i]);
+        kprintf("\n");
+    }
 
     build_processes();
     for ( uint32_t p = 0; p < nprocs; p++ )
@@ -966,6 +1081,11 @@ void kmain(uint64_t start_info_pa)
         *(volatile uint8_t *)HVFG_KFUNC_VA = 0xcc;
         kprintf("HVFG selftest_int3 planted int3 at 0x%x mode=%s\n", HVFG_KFUNC_VA,
                 opt.selftest == HVFG_SELFTEST_BAD ? "bad" : "good");
+        if ( opt.user )
+        {
+            *(volatile uint8_t *)(HVFG_KBASE + HVFG_UFUNC_GPA) = 0xcc;
+            kprintf("HVFG selftest_int3 planted int3 at 0x%x (ufunc)\n", HVFG_UFUNC_VA);
+        }
     }
 
     grp_begin();

@@ -15,6 +15,7 @@ from hvfg_qemu import Guest, kv
 pytestmark = pytest.mark.guest
 
 DEFAULTS = dict(nproc=8, target=1, quiet=1, calls=4, work=16, kpti=1)
+USER_DEFAULTS = dict(user=0, ucalls=4)
 
 
 @dataclass
@@ -47,7 +48,7 @@ def schedule_model(nproc: int, target: bool, gap: int, rounds: int) -> Expect:
 
 
 def opts(cmdline: str) -> dict[str, int]:
-    o = dict(DEFAULTS)
+    o = dict(DEFAULTS) | USER_DEFAULTS
     for tok in cmdline.split():
         if tok == "notarget":
             o["target"] = 0
@@ -104,6 +105,13 @@ def check_final(info: GuestInfo, cmdline: str, rounds: int) -> None:
         assert p.work == w * p.slices
         assert p.mismatches == 0
     assert info.calls == c * total
+    if o["user"]:
+        u = o["ucalls"]
+        assert info.opt_user == 1 and info.opt_ucalls == u
+        assert info.ufunc_va == guestinfo.UFUNC_VA and info.ufunc_gpa == guestinfo.UFUNC_GPA
+        assert info.ucalls == u * total and info.umismatches == 0
+    else:
+        assert info.opt_user == 0 and info.ucalls == 0 and info.ufunc_va == 0
     assert info.checks == total
     assert info.mismatches == 0 and info.as_mismatches == 0
     assert info.round_checksum == info.round_checksum_ref
@@ -160,6 +168,8 @@ def test_banner_and_progress(boot) -> None:
         ("nproc=3 kpti=0 calls=2 work=5", 40, 1 / 4),
         ("nproc=1 gap=3 calls=1 work=0", 30, 1 / 4),
         ("nproc=4 notarget calls=0", 20, 0.0),
+        ("nproc=3 user=1 ucalls=3", 40, 1 / 4),
+        ("nproc=8 user=1 kpti=0 gap=7 work=3", 14, 1 / 8),
     ],
 )
 def test_exact_counts(boot, cmdline: str, rounds: int, share: float | None) -> None:
@@ -184,9 +194,10 @@ def test_stays_stopped_when_done(boot) -> None:
     assert g.proc.poll() is None
 
 
-def test_live_snapshots_are_consistent_and_advance(boot) -> None:
+@pytest.mark.parametrize("extra", ["", "user=1"])
+def test_live_snapshots_are_consistent_and_advance(boot, extra: str) -> None:
     """Read the running guest from outside, as a VMI tool would."""
-    g = boot("nproc=5 calls=3 work=7 report=0")
+    g = boot(f"nproc=5 calls=3 work=7 report=0 {extra}")
     first = g.wait_info("running", lambda i: i.state == guestinfo.STATE_RUNNING and i.rounds > 0)
     seen = [first]
     while len(seen) < 5:
@@ -224,6 +235,37 @@ def test_selftest_int3(boot, mode: str) -> None:
         assert info.mismatches == info.checks
         assert all(p.mismatches == p.slices for p in info.procs)
         assert info.round_checksum != info.round_checksum_ref
+
+
+@pytest.mark.parametrize("mode", ["1", "bad"])
+def test_selftest_int3_user(boot, mode: str) -> None:
+    """The same with user=1: int3 on both the kernel and the ring-3 function."""
+    g = boot(f"user=1 selftest_int3={mode} rounds=20 report=0")
+    info = g.wait_done()
+    assert info.slices == 20 * 9 and info.calls == 4 * info.slices
+    assert info.ucalls == 4 * info.slices
+    assert info.bp_selftest_hits == info.calls + info.ucalls
+    assert info.exc_count == 0
+    if mode == "1":
+        assert info.mismatches == 0 and info.umismatches == 0
+    else:
+        assert info.mismatches == info.slices and info.umismatches == info.slices
+        assert all(p.mismatches == p.slices for p in info.procs)
+
+
+def test_reinjected_bp_at_ufunc_recovers(boot) -> None:
+    """A user-mode int3 that reaches the guest: recorded with its CPL-3 RIP
+    and the process's user root, then survived."""
+    g = boot("user=1 inject=ubp nproc=2 ucalls=2 rounds=3 report=0")
+    info = g.wait_done()
+    assert info.state == guestinfo.STATE_DONE
+    assert info.ucalls == 2 * 9 and info.exc_count == 2 * 6
+    assert info.last_exc_vector == 3 and info.last_exc_rip == guestinfo.UFUNC_VA + 1
+    assert info.last_exc_cr3 == info.procs[info.last_exc_proc].uroot
+    assert info.mismatches == 0 and info.umismatches == 0
+    line = g.wait_line(r"^HVFG EXCEPTION vector=3 ")[0]
+    assert "cpl=3" in line
+    g.wait_line(r"reinjected #BP at ufunc: recovered via trampoline")
 
 
 @pytest.mark.parametrize(

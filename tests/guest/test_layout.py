@@ -38,6 +38,11 @@ CONSTANTS = {
     "HVFG_F_OWN_DOMID": guestinfo.F_OWN_DOMID,
     "HVFG_SELFTEST_BAD": guestinfo.SELFTEST_BAD,
     "HVFG_INJECT_KBP": guestinfo.INJECT_KBP,
+    "HVFG_INJECT_UBP": guestinfo.INJECT_UBP,
+    "HVFG_UPAGE_GPA": guestinfo.UPAGE_GPA,
+    "HVFG_UPAGE_VA": guestinfo.UPAGE_VA,
+    "HVFG_UFUNC_VA": guestinfo.UFUNC_VA,
+    "HVFG_UFUNC_GPA": guestinfo.UFUNC_GPA,
 }
 
 
@@ -82,7 +87,7 @@ def test_every_struct_field_is_parsed() -> None:
     for name in guestinfo.field_offsets():
         if name.startswith("proc."):
             assert name[5:] in guestinfo.ProcInfo.__dataclass_fields__
-        elif name not in ("reserved0", "reserved1", "kfunc_insn_len", "proc"):
+        elif name not in ("reserved1", "kfunc_insn_len", "proc"):
             assert name in fields, name
 
 
