@@ -431,7 +431,9 @@ static int sim_domctl(struct hvf_handle *h, uint32_t cmd,
         return -EPERM;              /* hvfilter never targets dom0 */
     if ( !(d = sim_find(h, domid)) )
         return -ESRCH;
-    if ( op->abi_version != h->cfg.abi_version )
+    /* Minor versions only add; the Xen side compares the major half too. */
+    if ( XEN_HVFILTER_VERSION_MAJOR(op->abi_version) !=
+         XEN_HVFILTER_VERSION_MAJOR(h->cfg.abi_version) )
         return -EPROTONOSUPPORT;
     if ( !d->hvm )
         return -EOPNOTSUPP;

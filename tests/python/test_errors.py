@@ -194,3 +194,11 @@ def test_base_error_is_abstract():
     assert all(cls is not hv.HvfilterError for cls in ERRNO_TABLE.values())
     assert isinstance(error_for(-errno.EXDEV, "get_info", 1), hv.UnexpectedError)
     assert isinstance(error_for(-errno.EINVAL, "table_replace", 1), hv.InvalidRuleError)
+
+
+def test_minor_abi_difference_is_accepted():
+    # A minor bump only adds values (hvfilter.h); only the major half must match.
+    with _sim(abi_version=hv.abi.INTERFACE_VERSION + 1) as hyp:
+        dom = hyp.create_domain(1)
+        with dom.install(PROG):
+            assert dom.info().abi_version == hv.abi.INTERFACE_VERSION + 1
