@@ -190,6 +190,7 @@ static void slot_put(struct hvf_bucket *b, int i, uint64_t key, uint32_t val)
  */
 static int hash_insert(struct hvf_hash *h, uint64_t key, uint32_t val)
 {
+    /* 8 bytes a step: 512 bytes of stack, on control paths only. */
     struct {
         uint32_t bucket;
         uint8_t slot;
@@ -788,7 +789,9 @@ void hvf_eval(const struct hvf_table *t, const struct hvf_bptab *bt,
     kc = &c->kinds[ev->kind];
     if ( !t )
     {
-        count(kc, &c->unmatched, XEN_HVFILTER_ACT_FORWARD, false, false);
+        /* No table: forwarded, counted per kind only (no generation). */
+        kc->seen++;
+        kc->forwarded++;
         return;
     }
     if ( c->generation != t->generation )
@@ -848,6 +851,27 @@ void hvf_eval(const struct hvf_table *t, const struct hvf_bptab *bt,
     }
 
     count(kc, &c->rules[idx], v->action, sampled_out, fallback);
+}
+
+void hvf_eval_emulate_failed(struct hvf_counters *c,
+                             const struct hvf_event *ev,
+                             struct hvf_verdict *v)
+{
+    struct xen_hvfilter_counts *k, *r;
+
+    if ( v->action != XEN_HVFILTER_ACT_EMULATE || v->rule < 0 ||
+         ev->kind >= XEN_HVFILTER_EV_NR )
+        return;
+    k = &c->kinds[ev->kind];
+    r = &c->rules[v->rule];
+    k->emulated--;
+    r->emulated--;
+    k->forwarded++;
+    r->forwarded++;
+    k->fallbacks++;
+    r->fallbacks++;
+    v->action = XEN_HVFILTER_ACT_FORWARD;
+    v->insn_len = 0;
 }
 
 void hvf_counters_reset(struct hvf_counters *c)

@@ -183,6 +183,16 @@ void hvf_eval(const struct hvf_table *t, const struct hvf_bptab *bt,
               struct hvf_counters *c, const struct hvf_event *ev,
               struct hvf_verdict *v);
 
+/*
+ * Xen could not execute the registered bytes of an EMULATE verdict and
+ * forwards the event instead: move it from `emulated` to `forwarded` (and
+ * count a fallback) in the kind's and the rule's counters, and turn the
+ * verdict into FORWARD.
+ */
+void hvf_eval_emulate_failed(struct hvf_counters *c,
+                             const struct hvf_event *ev,
+                             struct hvf_verdict *v);
+
 /* Zero all counters of one vCPU. */
 void hvf_counters_reset(struct hvf_counters *c);
 

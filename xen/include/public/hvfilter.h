@@ -35,12 +35,14 @@
 #include "xen.h"
 
 /*
- * Version of the interface below.  Bump it whenever a structure or a
- * constant in this file changes incompatibly; the hypervisor refuses calls
- * whose abi_version differs from its own with -EPROTONOSUPPORT.  Adding a
- * new value to an enumeration, or giving a meaning to a field that had to be
- * zero, bumps the minor half only (callers that do not use the new value are
- * unaffected, and old hypervisors reject the new value with -EINVAL).
+ * Version of the interface below: major << 16 | minor.  Bump the major
+ * half whenever a structure or a constant in this file changes
+ * incompatibly; the hypervisor refuses calls whose major version differs
+ * from its own with -EPROTONOSUPPORT (get_info still fills in `info`, so
+ * the caller can say which side to update).  Adding a new value to an
+ * enumeration, or giving a meaning to a field that had to be zero, bumps
+ * the minor half only: callers that do not use the new value are
+ * unaffected, and older hypervisors reject the new value with -EINVAL.
  */
 #define XEN_HVFILTER_INTERFACE_VERSION 0x00010000
 #define XEN_HVFILTER_VERSION_MAJOR(v)  ((v) >> 16)
@@ -107,7 +109,8 @@
  * CR3 is the vCPU's CR3 when the event is raised: for a CR3 write, the
  * value being replaced (hence equal to OLD_VALUE).  CR3 values are seen as
  * the guest wrote them minus the no-flush hint (bit 63), which Xen strips.
- * For a breakpoint, GFN is the frame of RIP and GLA equals RIP.
+ * For a breakpoint, GLA is the linear address of the int3 (CS base + RIP,
+ * equal to RIP in 64-bit mode) and GFN its frame.
  */
 #define XEN_HVFILTER_FIELD_VCPU       0
 #define XEN_HVFILTER_FIELD_CR3        1
@@ -264,10 +267,15 @@ struct xen_hvfilter_counts {
 typedef struct xen_hvfilter_counts xen_hvfilter_counts_t;
 
 /*
- * The statistics read by XEN_HVFILTER_OP_stats_get.  For every kind and
- * every rule: seen == forwarded + passed + emulated + sampled_out.  The sum
- * over the rules plus `unmatched` equals the sum over the kinds (for events
- * since the table was installed).
+ * The statistics read by XEN_HVFILTER_OP_stats_get.  For every kind, every
+ * rule and `unmatched`: seen == forwarded + passed + emulated + sampled_out.
+ * Kind counters cover every event since the domain's hvfilter state was
+ * created or last reset; rule counters and `unmatched` cover the events
+ * decided by the installed table (generation), so their sum equals the
+ * kinds' sum when the statistics were reset as the table was installed.
+ * While no table is installed, events are counted (forwarded) per kind only.
+ * When Xen's emulator cannot execute a breakpoint's registered bytes, the
+ * event is forwarded instead and counted so, with a fallback.
  */
 struct xen_hvfilter_stats {
     uint64_aligned_t generation;  /* table generation the rule counts belong to */
@@ -326,7 +334,8 @@ struct xen_hvfilter_info {
  *                    -ESRCH            no such domain (domctl)
  *                    -EPERM            caller not privileged (XSM) or target is
  *                                      the caller itself or dom0
- *                    -EPROTONOSUPPORT  abi_version differs from the hypervisor's
+ *                    -EPROTONOSUPPORT  abi_version's major half differs from
+ *                                      the hypervisor's
  *                    -EOPNOTSUPP       not an HVM/PVH domain
  *                    -EINVAL           unknown op, non-zero pad
  *   get_info         (none other)

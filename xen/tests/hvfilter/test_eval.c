@@ -95,6 +95,7 @@ static void test_no_table_forwards(void)
     CHECK_EQ(v.rule, -1);
     CHECK_EQ(C.kinds[XEN_HVFILTER_EV_CR3_WRITE].seen, 1);
     CHECK_EQ(C.kinds[XEN_HVFILTER_EV_CR3_WRITE].forwarded, 1);
+    CHECK_EQ(C.unmatched.seen, 0);                  /* no table decided it */
 
     /* An empty table changes nothing either. */
     CHECK_EQ(h_install(H, 1), 0);
@@ -407,7 +408,26 @@ static void test_emulate(void)
     CHECK_EQ(C.rules[1].forwarded, 1);
     CHECK_EQ(C.kinds[XEN_HVFILTER_EV_BREAKPOINT].fallbacks, 2);
 
+    /* Xen could not run the bytes: the event moves to forwarded. */
+    ev.f[XEN_HVFILTER_FIELD_CR3] = 0x3000;
+    ev.f[XEN_HVFILTER_FIELD_GLA] = 0xffffffff81000567ULL;
+    v = eval(&ev);
+    CHECK_EQ(v.action, XEN_HVFILTER_ACT_EMULATE);
+    CHECK_EQ(C.rules[0].emulated, 2);
+    hvf_eval_emulate_failed(&C, &ev, &v);
+    CHECK_EQ(v.action, XEN_HVFILTER_ACT_FORWARD);
+    CHECK_EQ(v.insn_len, 0);
+    CHECK_EQ(C.rules[0].emulated, 1);
+    CHECK_EQ(C.rules[0].forwarded, 1);
+    CHECK_EQ(C.rules[0].fallbacks, 2);
+    CHECK_EQ(C.kinds[XEN_HVFILTER_EV_BREAKPOINT].emulated, 1);
+    CHECK_EQ(C.rules[0].seen, C.rules[0].forwarded + C.rules[0].passed +
+                              C.rules[0].emulated + C.rules[0].sampled_out);
+    hvf_eval_emulate_failed(&C, &ev, &v);          /* not EMULATE: no-op */
+    CHECK_EQ(C.rules[0].forwarded, 1);
+
     /* Removed breakpoint: fallback again. */
+    ev.f[XEN_HVFILTER_FIELD_CR3] = 0x9000;
     ev.f[XEN_HVFILTER_FIELD_GLA] = 0xffffffff81000567ULL;
     CHECK_EQ(hvf_bp_remove(BT, bp.gpa), 0);
     CHECK_EQ(action_of(&ev), XEN_HVFILTER_ACT_FORWARD);
