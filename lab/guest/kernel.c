@@ -582,11 +582,16 @@ void exception_handler(struct frame *f)
 {
     uint64_t kva = HVFG_KFUNC_VA;
     unsigned cpl = f->cs & 3;
-    int at_kfunc = f->vec == 3 && cpl == 0 && f->rip - 1 == kva;
-    int at_ufunc = f->vec == 3 && cpl == 3 && opt.user && f->rip - 1 == HVFG_UFUNC_VA;
+    /* An int3 pushes the address after it; a #BP injected as a hardware
+     * exception (a hypervisor bug) would show the int3's own address:
+     * recognise both, and say which. */
+    int at_kfunc = f->vec == 3 && cpl == 0 && (f->rip - 1 == kva || f->rip == kva);
+    int at_ufunc = f->vec == 3 && cpl == 3 && opt.user &&
+                   (f->rip - 1 == HVFG_UFUNC_VA || f->rip == HVFG_UFUNC_VA);
+    int not_advanced = f->vec == 3 && (f->rip == kva || f->rip == HVFG_UFUNC_VA);
     int bad = opt.selftest == HVFG_SELFTEST_BAD;
 
-    if ( (at_kfunc || at_ufunc) && opt.selftest != HVFG_SELFTEST_OFF )
+    if ( (at_kfunc || at_ufunc) && !not_advanced && opt.selftest != HVFG_SELFTEST_OFF )
     {
         /* Our own breakpoint: run the original instruction out of line. */
         info->bp_selftest_hits = info->bp_selftest_hits + 1;
@@ -617,7 +622,8 @@ void exception_handler(struct frame *f)
         volatile uint8_t *k = (volatile uint8_t *)kva;
         int present = *k == 0xcc;
         f->rip = present ? (uint64_t)(uintptr_t)tramp[0] : kva;
-        kprintf("HVFG EXCEPTION reinjected #BP at kfunc: recovered via %s, continuing\n",
+        kprintf("HVFG EXCEPTION reinjected #BP at kfunc%s: recovered via %s, continuing\n",
+                not_advanced ? " (RIP not advanced past the int3)" : "",
                 present ? "trampoline" : "re-execution");
         return;
     }
@@ -627,7 +633,8 @@ void exception_handler(struct frame *f)
          * the user page. */
         int present = *(volatile uint8_t *)(HVFG_KBASE + HVFG_UFUNC_GPA) == 0xcc;
         f->rip = present ? utramp_va(0) : HVFG_UFUNC_VA;
-        kprintf("HVFG EXCEPTION reinjected #BP at ufunc: recovered via %s, continuing\n",
+        kprintf("HVFG EXCEPTION reinjected #BP at ufunc%s: recovered via %s, continuing\n",
+                not_advanced ? " (RIP not advanced past the int3)" : "",
                 present ? "trampoline" : "re-execution");
         return;
     }
@@ -974,6 +981,9 @@ static void read_start_info(uint64_t si_pa)
         i++;
     }
     cmdline[i] = 0;
+    if ( c[i] )
+        kprintf("HVFG warning command line longer than %u characters, truncated\n",
+                (uint64_t)(sizeof(cmdline) - 1));
 }
 
 void kmain(uint64_t start_info_pa);
