@@ -53,11 +53,36 @@ if [ -f "$TOP_DIR/pyproject.toml" ]; then
         rm -rf "$wdir"; mkdir -p "$wdir"
         "${PYTHON:-python3}" -m pip wheel -q --no-deps "$TOP_DIR" -w "$wdir" > "$wdir/build.log" 2>&1 \
             || { tail -n 30 "$wdir/build.log" >&2; die "building the project's wheel failed (pip wheel --no-deps .)"; }
+        # Its run-time dependencies, except cffi (Debian's python3-cffi in the
+        # base must match the system's _cffi_backend): bookworm's own attrs and
+        # typing-extensions are older than the project asks for, so the
+        # wheels come from PyPI for dom0's Python (3.11).
+        reqs=$("${PYTHON:-python3}" - "$wdir"/*.whl <<'PY'
+import sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+for line in z.read(meta).decode().splitlines():
+    if line.startswith("Requires-Dist:"):
+        req = line.split(":", 1)[1].strip()
+        if "extra ==" in req or req.lower().startswith("cffi"):
+            continue
+        print(req.split(";")[0].strip())
+PY
+)
+        if [ -n "$reqs" ]; then
+            # shellcheck disable=SC2086
+            "${PYTHON:-python3}" -m pip download -q --only-binary=:all: --python-version 3.11 \
+                --implementation cp --abi cp311 --abi abi3 --abi none \
+                --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any \
+                -d "$wdir/deps" $reqs >> "$wdir/build.log" 2>&1 \
+                || { tail -n 20 "$wdir/build.log" >&2; die "pip download of the project's dependencies ($reqs) failed"; }
+        fi
         touch "$wdir/.stamp"
     fi
-    for w in "$wdir"/*.whl; do
+    for w in "$wdir"/*.whl "$wdir"/deps/*.whl; do
+        [ -f "$w" ] || continue
         python3 -m zipfile -e "$w" "$ov/usr/local/lib/python3.11/dist-packages"
-        log "project wheel in dom0: $(basename "$w")"
+        log "wheel in dom0: $(basename "$w")"
     done
 else
     log "note: no pyproject.toml yet, the project's Python package is not in dom0"

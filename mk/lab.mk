@@ -11,7 +11,7 @@ APT_PACKAGES += qemu-system-x86 debootstrap cpio bison flex dpkg-dev libxen-dev 
                 gcc binutils make gzip python3
 
 XEN_VARIANT ?= plain
-SCENARIO ?= toolstack libvmi_basics cr3_libvmi
+SCENARIO ?= toolstack libvmi_basics cr3_libvmi hvfilter_binding
 # The project's virtual environment once `make deps` made it (pip download,
 # pip wheel and pytest run there), else the machine's python3.
 LAB_PY = $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)

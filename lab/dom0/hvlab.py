@@ -157,9 +157,11 @@ class Guest:
 class Context:
     """What a scenario gets: guest creation, checks, data for the host."""
 
-    def __init__(self, scenario: str, guest_kernel: str):
+    def __init__(self, scenario: str, guest_kernel: str, variant: str = "unknown"):
         self.scenario = scenario
         self.guest_kernel = guest_kernel
+        #: "plain" (stock Xen), "patched" (hvfilter built in) or "unknown"
+        self.variant = variant
         self.checks: list[dict[str, Any]] = []
         self.data: dict[str, Any] = {}
         self.guests: list[Guest] = []

@@ -47,7 +47,7 @@ def _alarm(signum: int, frame: Any) -> None:
 
 def run_module(name: str, guest: str, timeout_override: int | None) -> dict[str, Any]:
     path = os.path.join(LAB, "scenarios", f"{name}.py")
-    ctx = hvlab.Context(name, guest)
+    ctx = hvlab.Context(name, guest, os.environ.get("HVLAB_VARIANT", "unknown"))
     res: dict[str, Any] = {"scenario": name, "ok": False, "error": None}
     if not os.path.isfile(path):
         res["error"] = f"no scenario '{name}' ({path} does not exist)"
@@ -126,7 +126,12 @@ def main() -> int:
     ap.add_argument("--out", help="write <scenario>.json files into this directory")
     ap.add_argument("--emit", action="store_true", help="print results between console markers (QEMU lab)")
     ap.add_argument("--timeout", type=int, help="override every scenario's timeout (seconds)")
+    ap.add_argument("--variant", choices=["plain", "patched"],
+                    help="which hypervisor this is (scenarios may expect hvfilter or not); "
+                         "default: $HVLAB_VARIANT as set by the lab's /init")
     a = ap.parse_args()
+    if a.variant:
+        os.environ["HVLAB_VARIANT"] = a.variant
 
     results = []
     for sc in a.scenarios:

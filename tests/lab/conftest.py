@@ -23,7 +23,7 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 TOP = HERE.parent.parent
-LAB_SCENARIOS = ("toolstack", "libvmi_basics", "cr3_libvmi")
+LAB_SCENARIOS = ("toolstack", "libvmi_basics", "cr3_libvmi", "hvfilter_binding")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -42,3 +42,14 @@ def test_cr3_libvmi_exact_counts(lab) -> None:
         assert pc["seen"] == pc["guest"] > 0, (idx, pc)
     for kroot, uroot in d["roots"].values():
         assert int(uroot, 16) == int(kroot, 16) | 0x1000
+
+
+def test_hvfilter_binding_on_this_hypervisor(lab) -> None:
+    res = lab.result("hvfilter_binding")
+    lab.assert_passed(res)
+    c = lab.checks(res)
+    assert c["hvfilter.open('xen') uses the xen backend in dom0"]["backend"] == "xen"
+    if lab.summary["variant"] == "plain":
+        assert "not patched" in res["data"]["info_error"]
+    else:
+        assert "info" in res["data"]
