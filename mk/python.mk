@@ -40,3 +40,8 @@ demo: deps
 lint: deps
 	$(VENV)/bin/mypy --strict src
 	$(VENV)/bin/ruff check
+
+BENCH_PARTS += bench-python
+.PHONY: bench-python
+bench-python: deps
+	$(VENV)/bin/hvfilter bench --json bench/results/python.json

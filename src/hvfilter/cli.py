@@ -5,6 +5,7 @@ Usage::
     hvfilter demo                      # simulator unless on a patched Xen dom0
     hvfilter demo --domain 5 --cr3 0x1f4d3000 --bp-gpa 0x12344b0 --seconds 10
     hvfilter info --domain 5           # version, limits, capabilities
+    hvfilter bench --json bench/results/python.json
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
 
 from hvfilter import demo
 from hvfilter.errors import HvfilterError
 from hvfilter.hypervisor import open
+from hvfilter.stats import Info
 from hvfilter.workload import GuestWorkload
 
 
@@ -47,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--vcpus", type=int, default=2, help="sim: virtual CPUs")
     d.add_argument("--show", type=int, default=20, help="events of the target to print")
 
+    b = sub.add_parser("bench", help="the library's own costs (compile, simulator)",
+                       description="Print a table of the library's costs and write JSON.")
+    b.add_argument("--rounds", type=int, default=20000, help="workload rounds")
+    b.add_argument("--json", type=Path, help="write the results to this file")
+
     i = sub.add_parser("info", help="hvfilter version, limits and capabilities of a domain")
     i.add_argument("--backend", choices=("auto", "xen", "sim"), default="auto")
     i.add_argument("--domain", type=int, default=1)
@@ -74,13 +84,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             res = demo.main(out, args.backend, args.domain, args.cr3, args.bp_gpa,
                             args.seconds, wl, args.show)
             return 0 if res.stats.conserved else 1
+        if args.cmd == "bench":
+            from hvfilter import bench
+            bench.main(out, args.json, args.rounds)
+            return 0
         with open(args.backend) as hyp:
             if hyp.backend == "sim":
                 hyp.create_domain(args.domain)
                 out(f"backend: sim ({hyp.fallback_reason or 'requested'})")
             else:
                 out("backend: xen")
-            out(str(hyp.domain(args.domain).info()))
+            info = hyp.domain(args.domain).info()
+            for f in attrs.fields(Info):
+                v = getattr(info, f.name)
+                if isinstance(v, frozenset):
+                    v = ", ".join(x.name for x in sorted(v))
+                elif f.name == "abi_version":
+                    v = f"{v:#x}"
+                out(f"  {f.name:<16} {v}")
         return 0
     except HvfilterError as e:
         print(f"hvfilter: {e}", file=sys.stderr)

@@ -62,10 +62,12 @@ class EventSource(Protocol):
         """Make sure events of these kinds reach ``listen``."""
         ...
 
-    def listen(self, timeout: float | None, deliver: Callable[[RawEvent], bool]) -> int:
+    def listen(self, timeout: float | None,
+               deliver: Callable[[RawEvent], bool] | None) -> int:
         """Deliver forwarded events for up to ``timeout`` seconds.
 
-        ``deliver`` returns True to stop early.  Exceptions it raises must
+        ``deliver`` returns True to stop early; None drops the events (the
+        statistics still count them).  Exceptions it raises must
         reach the caller of ``listen`` unchanged (store them while inside C,
         re-raise after C returns).  Returns the number of events delivered.
         """
@@ -167,7 +169,8 @@ class _SimSource:
                 return True
             self._gen = None
 
-    def listen(self, timeout: float | None, deliver: Callable[[RawEvent], bool]) -> int:
+    def listen(self, timeout: float | None,
+               deliver: Callable[[RawEvent], bool] | None) -> int:
         if self._pos >= self._buf.length and not self._refill():
             return 0
         count = 0
@@ -175,10 +178,11 @@ class _SimSource:
         def one(ev: RawEvent, v: RawVerdict) -> bool:
             nonlocal count
             count += 1
+            assert deliver is not None
             return deliver(ev)
 
         rc, done, error = _binding.sim_feed(self._ctl.handle, self._domid, self._buf,
-                                            self._pos, one)
+                                            self._pos, one if deliver else None)
         # The event whose callback stopped or raised was consumed: resume after it.
         self._pos += done
         if error is not None:
@@ -535,7 +539,7 @@ class Domain:
             Exception: whatever a callback raised, unchanged.
 
         """
-        return self.source.listen(timeout, self._dispatch)
+        return self.source.listen(timeout, self._dispatch if self._subs else None)
 
     def run(self, max_chunks: int | None = None) -> int:
         """Listen until the source is exhausted (simulator) or ``max_chunks`` rounds.

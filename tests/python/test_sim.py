@@ -178,3 +178,18 @@ def test_cli_demo_runs(capsys):
     assert main(["demo", "--rounds", "50", "--show", "3"]) == 0
     out = capsys.readouterr().out
     assert "Step 1" in out and "Step 3" in out and "conservation" in out
+
+
+def test_bench_produces_numbers(tmp_path, capsys):
+    from hvfilter import bench
+    res = bench.main(print, tmp_path / "r.json", rounds=20)
+    assert res["events"] == hv.GuestWorkload(rounds=20, nr_vcpus=2).events
+    assert all(v > 0 for v in res.values())
+    assert (tmp_path / "r.json").exists()
+
+
+def test_events_without_subscribers_are_still_counted(dom):
+    with dom.install(hv.compile([on(Kind.CPUID).then(hv.forward)])):
+        dom.play([hv.Cpuid(0, 1)] * 10)
+        assert dom.run() == 0                     # nobody listening: nothing delivered
+        assert dom.stats().kinds[Kind.CPUID].forwarded == 10
