@@ -23,7 +23,7 @@ KBASE: Final = 0xFFFF_FFFF_8000_0000
 INFO_VA: Final = KBASE + INFO_GPA
 INFO_SIZE: Final = 4096
 INFO_MAGIC: Final = 0x4F46_4E49_4746_5648  # "HVFGINFO"
-INFO_VERSION: Final = 1
+INFO_VERSION: Final = 2
 NPROC_BUSY_MAX: Final = 64
 NPROC_MAX: Final = NPROC_BUSY_MAX + 1
 NO_PROC: Final = 0xFFFF_FFFF
@@ -141,28 +141,43 @@ PROC_FIELDS: Final[tuple[tuple[str, str], ...]] = (
     ("mismatches", "Q"),
 )
 
+# After proc[]: guest-side time, then gen_start as the very last field.
+TAIL_FIELDS: Final[tuple[tuple[str, str], ...]] = (
+    ("tsc_khz", "I"),
+    ("pad1", "I"),
+    ("tsc_first", "Q"),
+    ("tsc_round", "Q"),
+    ("tsc_done", "Q"),
+    ("reserved1", "32s"),
+    ("gen_start", "Q"),
+)
+_PADDING: Final = frozenset({"pad1", "reserved1"})
+
 _HEADER: Final = struct.Struct("<" + "".join(f for _, f in HEADER_FIELDS))
 _PROC: Final = struct.Struct("<" + "".join(f for _, f in PROC_FIELDS))
+_TAIL: Final = struct.Struct("<" + "".join(f for _, f in TAIL_FIELDS))
 PROC_OFFSET: Final = _HEADER.size
 PROC_SIZE: Final = _PROC.size
-GEN_START_OFFSET: Final = PROC_OFFSET + NPROC_MAX * PROC_SIZE
-_TAIL: Final = struct.Struct("<Q64s")  # gen_start, reserved1
+TAIL_OFFSET: Final = PROC_OFFSET + NPROC_MAX * PROC_SIZE
+GEN_START_OFFSET: Final = INFO_SIZE - 8
 
-assert PROC_OFFSET == 384 and PROC_SIZE == 56 and GEN_START_OFFSET == 4024
-assert GEN_START_OFFSET + _TAIL.size == INFO_SIZE
+assert PROC_OFFSET == 384 and PROC_SIZE == 56 and TAIL_OFFSET == 4024
+assert TAIL_OFFSET + _TAIL.size == INFO_SIZE
 
 
 def field_offsets() -> dict[str, int]:
-    """Offset of every field of ``struct hvfg_info`` (``proc`` and
-    ``gen_start`` included) and of ``struct hvfg_proc`` (as ``proc.<name>``)."""
+    """Offset of every field of ``struct hvfg_info`` (``proc`` and the
+    padding included) and of ``struct hvfg_proc`` (as ``proc.<name>``)."""
     out: dict[str, int] = {}
     off = 0
     for name, fmt in HEADER_FIELDS:
         out[name] = off
         off += struct.calcsize("<" + fmt)
     out["proc"] = off
-    out["gen_start"] = GEN_START_OFFSET
-    out["reserved1"] = GEN_START_OFFSET + 8
+    off = TAIL_OFFSET
+    for name, fmt in TAIL_FIELDS:
+        out[name] = off
+        off += struct.calcsize("<" + fmt)
     off = 0
     for name, fmt in PROC_FIELDS:
         out["proc." + name] = off
@@ -253,12 +268,25 @@ class GuestInfo:
     umismatches: int
     ufunc_va: int
     ufunc_gpa: int
+    tsc_khz: int
+    tsc_first: int
+    tsc_round: int
+    tsc_done: int
     procs: tuple[ProcInfo, ...]
 
     @property
     def consistent(self) -> bool:
         """True if no update group was in progress when the page was read."""
         return self.gen_done == self.gen_start
+
+    @property
+    def seconds(self) -> float | None:
+        """Guest-side time from the first slice to the last completed round
+        (to ``done`` once finished), if the TSC rate is known (under Xen)."""
+        if not self.tsc_khz or not self.tsc_first:
+            return None
+        end = self.tsc_done or self.tsc_round
+        return max(0, end - self.tsc_first) / (self.tsc_khz * 1000.0)
 
     @property
     def xen(self) -> bool:
@@ -321,10 +349,11 @@ def parse(page: bytes) -> GuestInfo:
         ProcInfo(i, *_PROC.unpack_from(page, PROC_OFFSET + i * PROC_SIZE))
         for i in range(nprocs)
     )
-    gen_start, _ = _TAIL.unpack_from(page, GEN_START_OFFSET)
+    tail = dict(zip((n for n, _ in TAIL_FIELDS), _TAIL.unpack_from(page, TAIL_OFFSET), strict=True))
+    vals.update((k, v) for k, v in tail.items() if k not in _PADDING)
     insn_len = vals.pop("kfunc_insn_len")
     vals["kfunc_insn"] = vals["kfunc_insn"][: min(insn_len, 16)]
-    return GuestInfo(gen_start=gen_start, procs=procs, **vals)
+    return GuestInfo(procs=procs, **vals)
 
 
 def main() -> None:

@@ -9,8 +9,8 @@
  * layout and tests/guest/test_layout.py compares the two.
  *
  * Consistency: every update group (a CR3 write and its counters, one call of
- * the kernel function, the end of a slice...) first increments gen_start (at
- * the END of the page), then writes the data, then copies gen_start into
+ * the kernel function, the end of a slice...) first increments gen_start (the
+ * last 8 bytes of the page), then writes the data, then copies gen_start into
  * gen_done (at the START of the page).  A snapshot is consistent iff
  * gen_done == gen_start: true whenever the vCPU is paused outside a group,
  * and also for a copy taken while the guest runs, provided the copy reads
@@ -27,7 +27,7 @@
 #define HVFG_INFO_VA        (HVFG_KBASE + HVFG_INFO_GPA)
 #define HVFG_INFO_SIZE      4096
 #define HVFG_INFO_MAGIC     0x4f464e4947465648UL   /* "HVFGINFO" */
-#define HVFG_INFO_VERSION   1
+#define HVFG_INFO_VERSION   2
 
 #define HVFG_NPROC_BUSY_MAX 64                     /* nproc= limit */
 #define HVFG_NPROC_MAX      (HVFG_NPROC_BUSY_MAX + 1)  /* + the target, index 0 */
@@ -188,8 +188,14 @@ struct hvfg_info {
 
     struct hvfg_proc proc[HVFG_NPROC_MAX]; /* 384 index 0 = target slot */
 
-    uint64_t gen_start;            /* 4024 see "Consistency" above */
-    uint64_t reserved1[8];         /* 4032 zero */
+    /* Guest-side time: TSC values (rdtsc) and the TSC rate if known. */
+    uint32_t tsc_khz;              /* 4024 from Xen's CPUID leaf base+3 (ECX); 0 if unknown */
+    uint32_t pad1;                 /* 4028 zero */
+    uint64_t tsc_first;            /* 4032 just before the first slice */
+    uint64_t tsc_round;            /* 4040 at the end of the last completed round */
+    uint64_t tsc_done;             /* 4048 = tsc_round of the last round once rounds= is reached (0 before) */
+    uint64_t reserved1[4];         /* 4056 zero */
+    uint64_t gen_start;            /* 4088 see "Consistency" above; always the last field */
 };
 
 _Static_assert(sizeof(struct hvfg_proc) == HVFG_PROC_SIZE, "proc size");
@@ -198,7 +204,7 @@ _Static_assert(__builtin_offsetof(struct hvfg_info, calls) == HVFG_OFF_CALLS, "c
 _Static_assert(__builtin_offsetof(struct hvfg_info, proc) == HVFG_OFF_PROC, "proc");
 _Static_assert(__builtin_offsetof(struct hvfg_info, spurious_irqs) == HVFG_OFF_SPURIOUS, "spurious");
 _Static_assert(__builtin_offsetof(struct hvfg_proc, calls) == HVFG_PROC_OFF_CALLS, "pcalls");
-_Static_assert(__builtin_offsetof(struct hvfg_info, gen_start) == 4024, "gen_start");
+_Static_assert(__builtin_offsetof(struct hvfg_info, gen_start) == 4088, "gen_start");
 #endif /* __ASSEMBLER__ */
 
 #endif /* HVFG_INFO_H */

@@ -140,6 +140,13 @@ static inline uint64_t read_cr3(void)
     return v;
 }
 
+static inline uint64_t rdtsc(void)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((uint64_t)hi << 32) | lo;
+}
+
 static inline void write_cr3(uint64_t v)
 {
     __asm__ volatile("mov %0, %%cr3" :: "r"(v) : "memory");
@@ -441,6 +448,8 @@ static void xen_setup(void)
     cpuid(xen_base, &a, &b, &c, &d);
     if ( a >= xen_base + 4 )
     {
+        cpuid(xen_base + 3, &a, &b, &c, &d);   /* time leaf, subleaf 0 */
+        info->tsc_khz = c;
         cpuid(xen_base + 4, &a, &b, &c, &d);
         if ( a & (1U << 4) )   /* XEN_HVM_CPUID_DOMID_PRESENT */
         {
@@ -912,6 +921,10 @@ static void __attribute__((noreturn)) schedule(void)
     uint64_t since_target = M;   /* the target runs first */
     uint64_t busy_in_round = 0;
 
+    grp_begin();
+    info->tsc_first = rdtsc();
+    grp_end();
+
     for ( ;; )
     {
         if ( opt.target && since_target >= M )
@@ -932,6 +945,7 @@ static void __attribute__((noreturn)) schedule(void)
         info->round_checksum = round_sum;
         info->round_checksum_ref = round_ref;
         info->rounds = info->rounds + 1;
+        info->tsc_round = rdtsc();
         grp_end();
         round_sum = round_ref = 0;
         uint64_t r = info->rounds;
@@ -944,12 +958,17 @@ static void __attribute__((noreturn)) schedule(void)
             grp_begin();
             info->state = HVFG_STATE_DONE;
             info->halt_reason = HVFG_HALT_DONE;
+            info->tsc_done = info->tsc_round;   /* the end of the last round */
             grp_end();
             if ( !opt.report || r % opt.report )
                 report();
-            kprintf("HVFG done rounds=%u slices=%u cr3=%u calls=%u mismatch=%u as_mismatch=%u exc=%u\n",
+            uint64_t cyc = info->tsc_done - info->tsc_first;
+            kprintf("HVFG done rounds=%u slices=%u cr3=%u calls=%u mismatch=%u as_mismatch=%u exc=%u tsc_cycles=%u",
                     r, info->slices, info->cr3_writes, info->calls, info->mismatches,
-                    info->as_mismatches, info->exc_count);
+                    info->as_mismatches, info->exc_count, cyc);
+            if ( info->tsc_khz )
+                kprintf(" ms=%u", cyc / info->tsc_khz);
+            kprintf("\n");
             finish();
         }
     }
@@ -1054,8 +1073,8 @@ void kmain(uint64_t start_info_pa)
     kprintf("HVFG boot hvfilter test guest info_gpa=0x%x info_va=0x%x version=%u xen=%u",
             HVFG_INFO_GPA, HVFG_INFO_VA, (uint64_t)HVFG_INFO_VERSION, (uint64_t)(xen_base != 0));
     if ( xen_base )
-        kprintf(" xen_version=%u.%u", (uint64_t)(info->xen_version >> 16),
-                (uint64_t)(info->xen_version & 0xffff));
+        kprintf(" xen_version=%u.%u tsc_khz=%u", (uint64_t)(info->xen_version >> 16),
+                (uint64_t)(info->xen_version & 0xffff), (uint64_t)info->tsc_khz);
     kprintf("\nHVFG cmdline \"%s\"\n", cmdline);
     kprintf("HVFG options nproc=%u target=%u quiet=%u gap=%u calls=%u work=%u kpti=%u "
             "domctl=%u selftest_int3=%u rounds=%u report=%u exit=%u bphalt=%u user=%u ucalls=%u\n",

@@ -116,6 +116,10 @@ def check_final(info: GuestInfo, cmdline: str, rounds: int) -> None:
     assert info.mismatches == 0 and info.as_mismatches == 0
     assert info.round_checksum == info.round_checksum_ref
     assert info.exc_count == 0 and info.bp_selftest_hits == 0
+    # guest-side time: TSC at the first slice <= last round == done; no rate
+    # without Xen
+    assert 0 < info.tsc_first <= info.tsc_round == info.tsc_done
+    assert info.tsc_khz == 0 and info.seconds is None
     if o["target"]:
         # documented: busy slices = R*N, target slices = ceil(R*N / gap)
         assert info.procs[0].slices == math.ceil(rounds * n / gap)

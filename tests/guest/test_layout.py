@@ -87,7 +87,7 @@ def test_every_struct_field_is_parsed() -> None:
     for name in guestinfo.field_offsets():
         if name.startswith("proc."):
             assert name[5:] in guestinfo.ProcInfo.__dataclass_fields__
-        elif name not in ("reserved1", "kfunc_insn_len", "proc"):
+        elif name not in ("pad1", "reserved1", "kfunc_insn_len", "proc"):
             assert name in fields, name
 
 
@@ -103,7 +103,7 @@ def synthetic_page(**over: int) -> bytearray:
         base = guestinfo.PROC_OFFSET + i * guestinfo.PROC_SIZE
         struct.pack_into("<QQQ", page, base, 0x200000 + 0x2000 * i, 0x201000 + 0x2000 * i, 10 + i)
     for name, val in over.items():
-        fmt = dict(guestinfo.HEADER_FIELDS).get(name, "Q")
+        fmt = dict(guestinfo.HEADER_FIELDS + guestinfo.TAIL_FIELDS)[name]
         struct.pack_into("<" + fmt, page, off[name], val)
     return page
 
