@@ -369,19 +369,17 @@ static int bp_op(struct domain *d, unsigned int op,
     if ( !(st = get_state(d)) )
         return -ENOMEM;
 
-    if ( !st->bptab )
+    /* The breakpoint table is allocated with the first breakpoint. */
+    if ( !(bptab = st->bptab) )
     {
         if ( !(bptab = hvf_alloc(sizeof(*bptab))) )
             return -ENOMEM;
         hvf_bptab_init(bptab, hvf_seed());
-
-        domain_pause(d);
-        st->bptab = bptab;
-        domain_unpause(d);
     }
 
     domain_pause(d);
-    rc = hvf_bp_add(st->bptab, bp);
+    st->bptab = bptab;
+    rc = hvf_bp_add(bptab, bp);
     domain_unpause(d);
 
     return rc;
@@ -456,7 +454,7 @@ int hvfilter_domctl(struct domain *d, struct xen_domctl_hvfilter_op *op)
     BUILD_BUG_ON(VM_EVENT_X86_CR4 != XEN_HVFILTER_EV_CR4_WRITE);
     BUILD_BUG_ON(VM_EVENT_X86_XCR0 != XEN_HVFILTER_EV_XCR0_WRITE);
 
-    /* As monitor_domctl(): no domain_pause() of ourselves; dom0 is off limits. */
+    /* As monitor_domctl(): we cannot pause ourselves; dom0 is off limits. */
     if ( d == current->domain || is_hardware_domain(d) )
         return -EPERM;
 

@@ -3,8 +3,9 @@
  * xen/include/xen/hvfilter.h
  *
  * hvfilter: hypervisor-side filters for VM introspection events.  Interface
- * between the monitor code, which raises the events, and xen/common/hvfilter.c,
- * which keeps each domain's rules and decides events with the evaluator.
+ * between the monitor code, which raises the events, and
+ * xen/common/hvfilter.c, which keeps each domain's rules and decides events
+ * with the evaluator.
  *
  * A monitor hook fills the kind-specific fields of a struct hvfilter_ev (see
  * the table in public/hvfilter.h) and calls hvfilter_event() before it claims
