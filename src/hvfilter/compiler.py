@@ -38,6 +38,7 @@ from hvfilter.abi import (
 )
 from hvfilter.errors import InvalidRuleError, LimitExceededError, UnsupportedRuleError
 from hvfilter.rules import Emulate, Forward, Pass, Rule, Sample, Test, ValueSet, dnf
+from hvfilter.stats import Counts, Stats
 
 
 @attrs.frozen
@@ -269,6 +270,25 @@ class Program:
             label += f" (part {self.origin[:i].count(src) + 1} of {parts})"
         return label
 
+    def source_counts(self, stats: Stats) -> tuple[Counts, ...]:
+        """Per source rule: the counts of its compiled rules added up.
+
+        Args:
+            stats: statistics read while this program was installed.
+
+        Returns:
+            One :class:`~hvfilter.stats.Counts` per rule of :attr:`rules`.
+
+        Example:
+            >>> for rule, c in zip(prog.rules, prog.source_counts(inst.stats())):
+            ...     print(rule, c.seen)
+
+        """
+        out = [Counts() for _ in self.rules]
+        for i, c in enumerate(stats.rules[: len(self.origin)]):
+            out[self.origin[i]] = out[self.origin[i]] + c
+        return tuple(out)
+
     def dump(self, raw: bool = False) -> str:
         """Exactly what will be installed, one line per condition.
 
@@ -390,7 +410,14 @@ def compile(rules: Iterable[Rule], *, supported_kinds: Iterable[Kind] | None = N
             raise InvalidRuleError(f"rule {ri}: {rule!r} is not a Rule (finish it with .then())",
                                    rule=ri)
         action, fallback, nsample = _action(rule.action)
-        for conj in dnf(rule.when):
+        conjs = dnf(rule.when)
+        if action == ActionCode.SAMPLE and len(conjs) > 1:
+            raise InvalidRuleError(
+                f"rule {ri} ({rule}): sample({nsample}) over a condition that needs "
+                f"{len(conjs)} hypervisor rules would keep {len(conjs)} separate counters; "
+                f"use a condition without | (or ^, or ~ over &), or sample each part "
+                f"in its own rule", rule=ri)
+        for conj in conjs:
             for t in conj:
                 if t.set is not None:
                     known = sets.get(t.set.name)

@@ -188,3 +188,25 @@ def test_unfinished_rule():
 def test_values_must_be_64_bit():
     with pytest.raises(hv.InvalidRuleError, match="not a 64-bit"):
         hv.compile([on(Kind.CR3_WRITE).when(NEW.eq(1 << 64)).then(hv.forward)])
+
+
+def test_sample_over_several_rules_is_rejected():
+    with pytest.raises(hv.InvalidRuleError, match="separate counters") as ei:
+        hv.compile([on(Kind.CPUID).then(hv.pass_),
+                    on(Kind.CPUID).when(INDEX.eq(1) | INDEX.eq(2)).then(hv.sample(4))])
+    assert ei.value.rule == 1
+    hv.compile([on(Kind.CPUID).when(INDEX.between(1, 2)).then(hv.sample(4))])
+
+
+def test_source_counts_add_up_expanded_rules():
+    prog = hv.compile([on(Kind.CR3_WRITE).when(NEW.in_(T) ^ OLD.in_(T)).then(hv.forward),
+                       on(Kind.CR3_WRITE).then(hv.pass_)])
+    with hv.open("sim") as hyp:
+        dom = hyp.create_domain(1)
+        with dom.install(prog):
+            dom.feed([hv.Cr3Switch(0, 0x4000, 0x2000), hv.Cr3Switch(0, 0x2000, 0x4000),
+                      hv.Cr3Switch(0, 0x4000, 0x6000)])
+            st = dom.stats()
+    assert [c.seen for c in st.rules] == [1, 1, 1]
+    assert [(c.seen, c.forwarded, c.passed) for c in prog.source_counts(st)] == [(2, 2, 0),
+                                                                                (1, 0, 1)]
