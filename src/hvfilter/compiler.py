@@ -239,6 +239,12 @@ class Program:
         tests: for each table rule, the source tests of its conditions.
         sets: the value sets, in table order (their index is the set id).
 
+    Example:
+        >>> prog = compile(rules)
+        >>> print(prog.dump())
+        >>> prog.set_id("target")
+        0
+
     """
 
     rules: tuple[Rule, ...]

@@ -40,6 +40,9 @@ class Cr3Switch:
             watches no process.
         rip: where the write happened.
 
+    Example:
+        >>> Cr3Switch(vcpu=0, old=0x1000, new=0x2000)
+
     """
 
     vcpu: int
@@ -84,6 +87,10 @@ class Breakpoint:
         cr3: the process (address space) that hit it.
         insn_length: the length of the int3 instruction (1).
         cpl: the privilege level (0: kernel, 3: user).
+
+    Example:
+        >>> Breakpoint(vcpu=0, rip=0xFFFFFFFF811234B0, gfn=0x1234, cr3=0x1000).gpa
+        19088560
 
     """
 

@@ -56,6 +56,10 @@ class EventSource(Protocol):
     RegAccess.W, cb)`` / ``IntEvent(cb)``; ``listen`` runs
     ``vmi.listen(timeout_ms)`` and its callbacks call ``deliver`` with the
     event converted to a :class:`RawEvent`.
+
+    Example:
+        >>> dom.attach_source(MyLibvmiSource(vmi))   # then dom.subscribe(...) as usual
+
     """
 
     def subscribe(self, kinds: frozenset[Kind]) -> None:
@@ -107,6 +111,10 @@ class SimConfig:
     The defaults model the hypervisor this build targets (patched Xen 4.17,
     this ABI, every event kind).  The other values model other hypervisors,
     to test a tool's error handling offline.
+
+    Example:
+        >>> amd = frozenset(k for k in Kind if k not in (Kind.SINGLESTEP, Kind.MEM_ACCESS))
+        >>> hyp = hvfilter.open("sim", sim=SimConfig(kinds=amd))
 
     Args:
         domctl_version: the domctl interface version it accepts (0: ours).
@@ -267,6 +275,13 @@ class Installation:
 
     Exiting the ``with`` block removes the table, also when an exception
     is on its way out.  Replacing the program is atomic.
+
+    Example:
+        >>> with dom.install(prog) as inst:
+        ...     inst.set("target").add(new_dtb)
+        ...     inst.replace(hvfilter.compile(stricter_rules))
+        ...     print(inst.stats().table())
+
     """
 
     def __init__(self, domain: Domain, program: Program) -> None:
@@ -341,6 +356,13 @@ class Subscription:
     registered (:meth:`on`), events go to the callbacks during
     :meth:`Domain.listen` / :meth:`Domain.run`; an exception a callback raises
     stops the delivery and propagates to the caller unchanged.
+
+    Example:
+        >>> sub = dom.subscribe(Cr3Switch, Breakpoint, process="target")
+        >>> for ev in sub:                      # iterator
+        ...     print(ev)
+        >>> sub.on(lambda ev: print(ev))        # or callbacks, served by dom.run()
+
     """
 
     def __init__(self, domain: Domain, kinds: frozenset[Kind],
@@ -353,7 +375,20 @@ class Subscription:
         self.closed = False
 
     def on(self, callback: Callable[[Event], None]) -> Callable[[Event], None]:
-        """Register a callback (usable as a decorator); returns it."""
+        """Register a callback (usable as a decorator); returns it.
+
+        Args:
+            callback: called with each event, during :meth:`Domain.listen`.
+
+        Returns:
+            ``callback`` itself.
+
+        Example:
+            >>> @sub.on
+            ... def hit(ev: Event) -> None:
+            ...     print(ev)
+
+        """
         self._callbacks.append(callback)
         return callback
 
@@ -397,10 +432,18 @@ class Subscription:
 
 
 class Domain:
-    """One guest domain: install rules, register breakpoints, read statistics.
+    r"""One guest domain: install rules, register breakpoints, read statistics.
 
     Get it from :meth:`Hypervisor.domain` (existing domain) or, on the
     simulator, :meth:`Hypervisor.create_domain`.
+
+    Example:
+        >>> dom = hyp.domain(5)
+        >>> dom.info().kinds                      # what this CPU can filter
+        >>> dom.add_breakpoint(0x12344B0, b"\x55")
+        >>> with dom.install(prog):
+        ...     print(dom.stats().table())
+
     """
 
     def __init__(self, hyp: Hypervisor, domid: int, source: EventSource | None) -> None:
@@ -434,7 +477,19 @@ class Domain:
         self._source = source
 
     def info(self) -> Info:
-        """Version, limits, capabilities and state of hvfilter for this domain."""
+        """Version, limits, capabilities and state of hvfilter for this domain.
+
+        Returns:
+            An :class:`~hvfilter.stats.Info`.
+
+        Raises:
+            NoSuchDomainError, PermissionDeniedError, NotPatchedError,
+            VersionMismatchError: see :mod:`hvfilter.errors`.
+
+        Example:
+            >>> prog = compile(rules, supported_kinds=dom.info().kinds)
+
+        """
         return Info.from_raw(self._ctl.get_info(self.domid))
 
     def install(self, program: Program) -> Installation:
@@ -465,22 +520,43 @@ class Domain:
         return self._installation
 
     def stats(self) -> Stats:
-        """The statistics, per event kind and per rule of the installed table."""
+        """The statistics, per event kind and per rule of the installed table.
+
+        Returns:
+            A :class:`~hvfilter.stats.Stats`.
+
+        Example:
+            >>> st = dom.stats()
+            >>> st.kinds[Kind.CR3_WRITE].round_trips_avoided
+
+        """
         return Stats.from_raw(self._ctl.stats_get(self.domid))
 
     def reset_stats(self) -> None:
-        """Zero all counters."""
+        """Zero all counters (per kind and per rule, on every vCPU).
+
+        Example:
+            >>> dom.reset_stats(); assert dom.stats().total.seen == 0
+
+        """
         self._ctl.stats_reset(self.domid)
 
     def add_breakpoint(self, gpa: int, insn: bytes) -> None:
-        """Register a breakpoint you planted, with the bytes the int3 replaced.
+        r"""Register a breakpoint you planted, with the bytes the int3 replaced.
 
         Rules with ``emulate`` then execute ``insn`` inside Xen.
+
+        Args:
+            gpa: guest-physical address of the int3.
+            insn: the original instruction bytes (one whole instruction).
 
         Raises:
             InvalidArgumentError: ``insn`` empty, longer than 15 bytes, or 0xcc first.
             AlreadyExistsError: a breakpoint is registered at ``gpa``.
             LimitExceededError: MAX_BREAKPOINTS registered.
+
+        Example:
+            >>> dom.add_breakpoint(0x12344B0, b"\x55")      # push rbp
 
         """
         if not 1 <= len(insn) <= LIMITS.max_insn_len:
@@ -494,6 +570,9 @@ class Domain:
 
         Raises:
             NotFoundError: none is registered there.
+
+        Example:
+            >>> dom.remove_breakpoint(0x12344B0)
 
         """
         self._ctl.bp_remove(self.domid, gpa)
@@ -511,6 +590,13 @@ class Domain:
 
         Returns:
             A :class:`Subscription` (an iterator; or add callbacks with ``on``).
+
+        Raises:
+            UnsupportedError: no event source (on Xen, attach the LibVMI adapter).
+
+        Example:
+            >>> for ev in dom.subscribe(Cr3Switch, process="target"):
+            ...     print("in" if ev.entered else "out")
 
         """
         kinds: set[Kind] = set()
@@ -532,11 +618,18 @@ class Domain:
     def listen(self, timeout: float | None = None) -> int:
         """Deliver the next forwarded events to the subscriptions.
 
+        Args:
+            timeout: seconds to wait for events (the simulator never waits).
+
         Returns:
             The number of events delivered (0 when nothing came).
 
         Raises:
             Exception: whatever a callback raised, unchanged.
+
+        Example:
+            >>> while not stop:
+            ...     dom.listen(0.5)
 
         """
         return self.source.listen(timeout, self._dispatch if self._subs else None)
@@ -544,8 +637,14 @@ class Domain:
     def run(self, max_chunks: int | None = None) -> int:
         """Listen until the source is exhausted (simulator) or ``max_chunks`` rounds.
 
+        Args:
+            max_chunks: stop after this many :meth:`listen` calls.
+
         Returns:
             The number of events delivered.
+
+        Example:
+            >>> dom.play(GuestWorkload(rounds=100)); dom.run()
 
         """
         n = 0
@@ -568,6 +667,16 @@ class Domain:
 
         They are evaluated as subscriptions pull them (:meth:`listen`,
         :meth:`run`, iterating a subscription).
+
+        Args:
+            source: a :class:`~hvfilter.workload.GuestWorkload` or events.
+
+        Raises:
+            UnsupportedError: not a simulated domain.
+
+        Example:
+            >>> dom.play([Cr3Switch(vcpu=0, old=a, new=b), Cpuid(vcpu=1, leaf=0)])
+
         """
         self._sim().play(source)
 
@@ -589,6 +698,12 @@ class Hypervisor:
     """A connection to Xen (``backend == "xen"``) or to the simulator (``"sim"``).
 
     Use :func:`open` to get one; close it (or use ``with``) when done.
+    Leaving the ``with`` block also uninstalls what its domains installed.
+
+    Example:
+        >>> with hvfilter.open() as hyp:
+        ...     print(hyp.backend, hyp.fallback_reason)
+
     """
 
     def __init__(self, ctl: ShimControl, fallback_reason: str | None = None) -> None:
@@ -610,7 +725,18 @@ class Hypervisor:
         return self._ctl is None
 
     def domain(self, domid: int) -> Domain:
-        """The handle of an existing domain (nothing is checked until used)."""
+        """The handle of an existing domain (nothing is checked until used).
+
+        Args:
+            domid: the domain id, as ``xl list`` shows it.
+
+        Raises:
+            ClosedError: the hypervisor handle is closed.
+
+        Example:
+            >>> dom = hyp.domain(5)
+
+        """
         self._control()
         if domid not in self._domains:
             self._domains[domid] = Domain(self, domid, None)
@@ -622,6 +748,9 @@ class Hypervisor:
         Raises:
             UnsupportedError: on the xen backend.
             AlreadyExistsError: the domain exists.
+
+        Example:
+            >>> dom = hyp.create_domain(1, vcpus=4)
 
         """
         ctl = self._control()

@@ -34,6 +34,11 @@ class Counts:
         fallbacks: emulate rules without a registered breakpoint (these are
             also counted under the fallback's action).
 
+    Example:
+        >>> c = dom.stats().kinds[Kind.BREAKPOINT]
+        >>> assert c.conserved
+        >>> print(f"{c.round_trips_avoided} round trips to dom0 avoided")
+
     """
 
     seen: int = 0
@@ -73,6 +78,11 @@ class Stats:
         kinds: counts per event kind (since the last reset, across tables).
         unmatched: events no rule matched (forwarded), for this table.
         rules: counts per compiled rule, for this table.
+
+    Example:
+        >>> st = dom.stats()
+        >>> print(st.table())
+        >>> prog.source_counts(st)       # per rule as you wrote them
 
     """
 

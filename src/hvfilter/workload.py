@@ -53,6 +53,10 @@ class GuestWorkload:
         bp_gpa: guest-physical address of the breakpointed kernel function.
         bp_rip: its virtual address (same offset within the page).
 
+    Example:
+        >>> wl = GuestWorkload(nr_procs=4, target=1, rounds=100)
+        >>> dom.play(wl)
+
     """
 
     nr_procs: int = 8
