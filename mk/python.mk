@@ -45,3 +45,7 @@ BENCH_PARTS += bench-python
 .PHONY: bench-python
 bench-python: deps
 	$(VENV)/bin/hvfilter bench --json bench/results/python.json
+
+.PHONY: api-docs
+api-docs: deps
+	$(PY) docs/gen_api.py
