@@ -458,12 +458,10 @@ int hvfilter_domctl(struct domain *d, struct xen_domctl_hvfilter_op *op)
     if ( d == current->domain || is_hardware_domain(d) )
         return -EPERM;
 
-    if ( !is_hvm_domain(d) )
-        return -EOPNOTSUPP;
-
     if ( d->is_dying )
         return -ESRCH;
 
+    /* Minor versions only add values: the major half must match. */
     if ( XEN_HVFILTER_VERSION_MAJOR(op->abi_version) !=
          XEN_HVFILTER_VERSION_MAJOR(XEN_HVFILTER_INTERFACE_VERSION) )
     {
@@ -472,6 +470,9 @@ int hvfilter_domctl(struct domain *d, struct xen_domctl_hvfilter_op *op)
             get_info(d, &op->u.info);
         return -EPROTONOSUPPORT;
     }
+
+    if ( !is_hvm_domain(d) )
+        return -EOPNOTSUPP;
 
     switch ( op->op )
     {
