@@ -14,11 +14,11 @@ XEN_VARIANT ?= plain
 SCENARIO ?= toolstack libvmi_basics cr3_libvmi hvfilter_binding
 # The project's virtual environment once `make deps` made it (pip download,
 # pip wheel and pytest run there), else the machine's python3.
-LAB_PY = $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
+LAB_PY = $(if $(wildcard .venv/bin/python),$(abspath .venv/bin/python),python3)
 
 .PHONY: lab lab-run lab-test lab-clean
 lab:
-	PYTHON=$(abspath $(LAB_PY)) lab/build $(XEN_VARIANT)
+	PYTHON=$(LAB_PY) lab/build $(XEN_VARIANT)
 
 lab-run: lab
 	lab/run --variant $(XEN_VARIANT) $(SCENARIO)
