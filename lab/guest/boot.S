@@ -132,6 +132,16 @@ high_entry:
 kfunc:
     KFUNC_INSN                          /* rax = x + 8 * proc + 0x5bd1e995 */
 kfunc_after_insn:
+    /* count the call in an update group of the info page (see info.h),
+     * which opens only after the first instruction */
+    incq    (HVFG_INFO_VA + HVFG_OFF_GEN_START)
+    cmp     $HVFG_NPROC_MAX, %rdi
+    jae     1f
+    imul    $HVFG_PROC_SIZE, %rdi, %rcx
+    incq    (HVFG_INFO_VA + HVFG_OFF_PROC + HVFG_PROC_OFF_CALLS)(%rcx)
+1:  incq    (HVFG_INFO_VA + HVFG_OFF_CALLS)
+    mov     (HVFG_INFO_VA + HVFG_OFF_GEN_START), %rcx
+    mov     %rcx, (HVFG_INFO_VA + HVFG_OFF_GEN_DONE)
     mov     %rax, %rdx
     shr     $29, %rdx
     xor     %rdx, %rax
@@ -139,11 +149,6 @@ kfunc_after_insn:
     mov     %rax, %rdx
     shr     $32, %rdx
     xor     %rdx, %rax
-    cmp     $HVFG_NPROC_MAX, %rdi
-    jae     1f
-    imul    $HVFG_PROC_SIZE, %rdi, %rcx
-    incq    (HVFG_INFO_VA + HVFG_OFF_PROC + HVFG_PROC_OFF_CALLS)(%rcx)
-1:  incq    (HVFG_INFO_VA + HVFG_OFF_CALLS)
     ret
     .size kfunc, . - kfunc
 

@@ -148,10 +148,13 @@ TAIL_FIELDS: Final[tuple[tuple[str, str], ...]] = (
     ("tsc_first", "Q"),
     ("tsc_round", "Q"),
     ("tsc_done", "Q"),
-    ("reserved1", "32s"),
+    ("cr3_pending", "Q"),
+    ("cr3_pending_proc", "I"),
+    ("pad2", "I"),
+    ("reserved1", "16s"),
     ("gen_start", "Q"),
 )
-_PADDING: Final = frozenset({"pad1", "reserved1"})
+_PADDING: Final = frozenset({"pad1", "pad2", "reserved1"})
 
 _HEADER: Final = struct.Struct("<" + "".join(f for _, f in HEADER_FIELDS))
 _PROC: Final = struct.Struct("<" + "".join(f for _, f in PROC_FIELDS))
@@ -272,6 +275,8 @@ class GuestInfo:
     tsc_first: int
     tsc_round: int
     tsc_done: int
+    cr3_pending: int
+    cr3_pending_proc: int
     procs: tuple[ProcInfo, ...]
 
     @property

@@ -8,14 +8,25 @@
  * aligned, padding is explicit; lab/guest/guestinfo.py parses the same
  * layout and tests/guest/test_layout.py compares the two.
  *
- * Consistency: every update group (a CR3 write and its counters, one call of
- * the kernel function, the end of a slice...) first increments gen_start (the
- * last 8 bytes of the page), then writes the data, then copies gen_start into
- * gen_done (at the START of the page).  A snapshot is consistent iff
- * gen_done == gen_start: true whenever the vCPU is paused outside a group,
- * and also for a copy taken while the guest runs, provided the copy reads
- * the page from low to high addresses.  If they differ, take another
- * snapshot (unpause briefly first when the domain is paused).
+ * Consistency: every update group (the counters of a CR3 write, of a call
+ * of the kernel function, the end of a slice...) first increments gen_start
+ * (the last 8 bytes of the page), then writes the data, then copies
+ * gen_start into gen_done (at the start of the page).  A snapshot is
+ * consistent iff gen_done == gen_start: true whenever the vCPU is paused
+ * outside a group, and also for a copy taken while the guest runs, provided
+ * the copy reads the page from low to high addresses.  If they differ, take
+ * another snapshot (unpause briefly first when the domain is paused).
+ *
+ * The instructions a monitor traps on are outside every group, so a reader
+ * called from a monitor event (vCPU paused at that instruction) always sees
+ * a consistent page:
+ *   - mov to CR3: a group publishes cr3_pending (the value) and
+ *     cr3_pending_proc, then the mov executes, then a group counts it and
+ *     clears cr3_pending.  cr3_writes counts completed writes; while
+ *     cr3_pending != 0 one more write is in flight (not yet executed when
+ *     paused by its own CR3 event; possibly executed at a random pause).
+ *   - kfunc: its first instruction runs before its group, so at a breakpoint
+ *     on it `calls` does not include the call being made.
  *
  * Bump HVFG_INFO_VERSION whenever a field moves or changes meaning.
  */
@@ -94,7 +105,9 @@
 
 /* Offsets (used by the assembly and checked against the struct below). */
 #define HVFG_OFF_CALLS      176
+#define HVFG_OFF_GEN_DONE   16
 #define HVFG_OFF_SPURIOUS   336
+#define HVFG_OFF_GEN_START  4088
 #define HVFG_OFF_PROC       384
 #define HVFG_PROC_SIZE      56
 #define HVFG_PROC_OFF_CALLS 24
@@ -194,7 +207,10 @@ struct hvfg_info {
     uint64_t tsc_first;            /* 4032 just before the first slice */
     uint64_t tsc_round;            /* 4040 at the end of the last completed round */
     uint64_t tsc_done;             /* 4048 = tsc_round of the last round once rounds= is reached (0 before) */
-    uint64_t reserved1[4];         /* 4056 zero */
+    uint64_t cr3_pending;          /* 4056 CR3 write in flight (see "Consistency"), 0 if none */
+    uint32_t cr3_pending_proc;     /* 4064 its process, HVFG_NO_PROC if none */
+    uint32_t pad2;                 /* 4068 zero */
+    uint64_t reserved1[2];         /* 4072 zero */
     uint64_t gen_start;            /* 4088 see "Consistency" above; always the last field */
 };
 
@@ -204,7 +220,8 @@ _Static_assert(__builtin_offsetof(struct hvfg_info, calls) == HVFG_OFF_CALLS, "c
 _Static_assert(__builtin_offsetof(struct hvfg_info, proc) == HVFG_OFF_PROC, "proc");
 _Static_assert(__builtin_offsetof(struct hvfg_info, spurious_irqs) == HVFG_OFF_SPURIOUS, "spurious");
 _Static_assert(__builtin_offsetof(struct hvfg_proc, calls) == HVFG_PROC_OFF_CALLS, "pcalls");
-_Static_assert(__builtin_offsetof(struct hvfg_info, gen_start) == 4088, "gen_start");
+_Static_assert(__builtin_offsetof(struct hvfg_info, gen_start) == HVFG_OFF_GEN_START, "gen_start");
+_Static_assert(__builtin_offsetof(struct hvfg_info, gen_done) == HVFG_OFF_GEN_DONE, "gen_done");
 #endif /* __ASSEMBLER__ */
 
 #endif /* HVFG_INFO_H */

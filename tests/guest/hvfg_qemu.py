@@ -82,6 +82,103 @@ class QMP:
         self.sock.close()
 
 
+class GDB:
+    """A minimal GDB remote-protocol client for QEMU's gdbstub: stop, set
+    breakpoints (QEMU's own, the guest's memory is not modified), continue
+    until a stop, read registers and virtual memory of the current context."""
+
+    REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
+            "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip")
+
+    def __init__(self, path: Path, deadline: float) -> None:
+        self.deadline = deadline
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(str(path))
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise GuestError(f"gdbstub socket {path} did not come up") from None
+                time.sleep(POLL)
+        self.sock.settimeout(max(1.0, deadline - time.monotonic()))
+        self.buf = b""
+        self.bps: set[int] = set()
+        # QEMU stops the VM when a debugger connects and may report that stop
+        # before answering: skip stop replies until the qSupported answer.
+        self._send("qSupported")
+        while "PacketSize" not in self._packet():
+            pass
+
+    def _send(self, data: str) -> None:
+        csum = sum(data.encode()) & 0xFF
+        self.sock.sendall(f"${data}#{csum:02x}".encode())
+
+    def _packet(self) -> str:
+        while True:
+            while b"#" not in self.buf or len(self.buf) < self.buf.index(b"#") + 3:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise GuestError("gdbstub connection closed")
+                self.buf += chunk
+            start = self.buf.find(b"$")
+            end = self.buf.index(b"#", max(start, 0))
+            if start < 0 or start > end:  # acks and noise before a packet
+                self.buf = self.buf[end + 3:]
+                continue
+            data = self.buf[start + 1:end].decode()
+            self.buf = self.buf[end + 3:]
+            self.sock.sendall(b"+")
+            return data
+
+    def request(self, data: str) -> str:
+        self._send(data)
+        return self._packet()
+
+    def stop_reason(self) -> str:
+        """The VM is stopped from the moment the debugger connects."""
+        return self.request("?")
+
+    def cont(self) -> str:
+        """Continue until the next stop (a breakpoint); the stop reply.  Like
+        gdb, step over a breakpoint we are sitting on first (QEMU would stop
+        on it again)."""
+        rip = self.regs()["rip"]
+        if rip in self.bps:
+            self.request(f"z0,{rip:x},1")
+            self.request("s")
+            self.request(f"Z0,{rip:x},1")
+        return self.request("c")
+
+    def set_bp(self, addr: int) -> None:
+        if self.request(f"Z0,{addr:x},1") != "OK":
+            raise GuestError(f"gdbstub: cannot set a breakpoint at {addr:#x}")
+        self.bps.add(addr)
+
+    def clear_bp(self, addr: int) -> None:
+        self.request(f"z0,{addr:x},1")
+        self.bps.discard(addr)
+
+    def regs(self) -> dict[str, int]:
+        raw = bytes.fromhex(self.request("g"))
+        return {name: int.from_bytes(raw[8 * i:8 * i + 8], "little")
+                for i, name in enumerate(self.REGS)}
+
+    def read(self, addr: int, size: int) -> bytes:
+        out = b""
+        while len(out) < size:
+            n = min(1024, size - len(out))
+            reply = self.request(f"m{addr + len(out):x},{n:x}")
+            if reply.startswith("E"):
+                raise GuestError(f"gdbstub: cannot read {n} bytes at {addr + len(out):#x}")
+            out += bytes.fromhex(reply)
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 class Guest:
     """One QEMU running guest.elf with a command line."""
 
@@ -91,6 +188,7 @@ class Guest:
         self.log = workdir / "console.log"
         self.qmp_path = workdir / "qmp.sock"
         self.dump = workdir / "info.bin"
+        self.gdb_path = workdir / "gdb.sock"
         self.cmdline = cmdline
         self.timeout = timeout
         argv = [
@@ -99,6 +197,8 @@ class Guest:
             "-serial", "none", "-monitor", "none",
             "-debugcon", f"file:{self.log}",
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+            "-chardev", f"socket,id=gdb0,path={self.gdb_path},server=on,wait=off",
+            "-gdb", "chardev:gdb0",
             "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
             "-kernel", str(elf), "-append", cmdline,
         ]
@@ -106,6 +206,7 @@ class Guest:
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                      stdout=self.stderr, stderr=self.stderr)
         self.qmp: QMP | None = None
+        self._gdb: GDB | None = None
 
     # -- console ---------------------------------------------------------
     def console(self) -> str:
@@ -191,7 +292,17 @@ class Guest:
         except subprocess.TimeoutExpired:
             raise self._fail("timed out waiting for QEMU to exit") from None
 
+    def gdb(self) -> GDB:
+        """The gdbstub, connected on first use, which stops the VM.  Don't mix
+        with snapshot(): QMP stop/cont and the gdbstub both control the run
+        state."""
+        if self._gdb is None:
+            self._gdb = GDB(self.gdb_path, time.monotonic() + self.timeout)
+        return self._gdb
+
     def close(self) -> None:
+        if self._gdb is not None:
+            self._gdb.close()
         if self.qmp is not None:
             self.qmp.close()
         if self.proc.poll() is None:

@@ -4,7 +4,10 @@ the documented options, from the console and from the info page."""
 from __future__ import annotations
 
 import math
+import re
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -73,6 +76,12 @@ def check_static(info: GuestInfo) -> None:
     assert info.mismatches == sum(p.mismatches for p in info.procs)
     assert info.as_checks == info.work
     assert info.spurious_irqs == 0
+    if info.cr3_pending:
+        # a CR3 write announced but not yet counted: its value is a root of
+        # the announced process
+        assert info.cr3_pending in info.procs[info.cr3_pending_proc].roots
+    else:
+        assert info.cr3_pending_proc == guestinfo.NO_PROC
     roots = [p.kroot for p in info.procs]
     assert len(set(roots)) == len(roots)
     for p in info.procs:
@@ -89,6 +98,7 @@ def check_final(info: GuestInfo, cmdline: str, rounds: int) -> None:
     check_static(info)
     assert info.state == guestinfo.STATE_DONE
     assert info.halt_reason == guestinfo.HALT_DONE
+    assert info.cr3_pending == 0
     assert (info.opt_nproc, info.opt_target, info.opt_gap, info.opt_calls, info.opt_work,
             info.opt_kpti) == (n, o["target"], gap, c, w, kpti)
     assert info.nprocs == n + 1
@@ -185,7 +195,7 @@ def test_exact_counts(boot, cmdline: str, rounds: int, share: float | None) -> N
         assert info.procs[0].slices / info.slices == pytest.approx(share, abs=1e-12)
         assert info.procs[0].calls / max(info.calls, 1) == pytest.approx(
             share if info.calls else 0.0, abs=1e-12)
-    assert g.lines("HVFG done ")
+    g.wait_line(r"^HVFG done ")  # printed just after state=done is published
 
 
 def test_stays_stopped_when_done(boot) -> None:
@@ -338,3 +348,60 @@ def test_bad_options_are_reported_and_clamped(boot) -> None:
     warnings = g.lines("HVFG warning")
     assert len(warnings) == 5, warnings
     check_final(info, f"nproc={guestinfo.NPROC_BUSY_MAX} rounds=1", 1)
+
+
+def mov_to_cr3_sites(elf: Path) -> list[tuple[int, str]]:
+    """Addresses and source registers of the 64-bit mov-to-CR3 instructions
+    (the boot code's 32-bit one excluded)."""
+    out = subprocess.run(["objdump", "-d", str(elf)], check=True, capture_output=True,
+                         text=True).stdout
+    sites = []
+    for m in re.finditer(r"^\s*([0-9a-f]+):\s+(?:[0-9a-f]{2} )+\s*mov\s+%(\w+),%cr3\s*$",
+                         out, re.M):
+        addr = int(m.group(1), 16)
+        if addr >= guestinfo.KFUNC_VA:
+            sites.append((addr, m.group(2)))
+    return sites
+
+
+def test_page_is_consistent_at_trap_points(boot, guest_elf: Path) -> None:
+    """A monitor reads the info page while the vCPU sits on the trapping
+    instruction (a CR3 write, the breakpoint at kfunc): the page must be
+    consistent there, with the write announced in cr3_pending and the call
+    not yet counted.  QEMU's gdbstub plays the monitor."""
+    g = boot("nproc=3 calls=3 report=0")
+    g.wait_line(r"^HVFG running")
+    gdb = g.gdb()                       # stops the guest
+    assert gdb.stop_reason().startswith("T")
+
+    def page() -> GuestInfo:
+        return guestinfo.parse(gdb.read(guestinfo.INFO_VA, guestinfo.INFO_SIZE))
+
+    gdb.set_bp(guestinfo.KFUNC_VA)
+    for _ in range(8):
+        gdb.cont()
+        regs = gdb.regs()
+        assert regs["rip"] == guestinfo.KFUNC_VA
+        info = page()
+        check_static(info)
+        p = info.procs[regs["rdi"]]          # kfunc's first argument: the caller
+        assert info.current_proc == p.index
+        assert 3 * (p.slices - 1) <= p.calls < 3 * p.slices   # this call not counted yet
+    gdb.clear_bp(guestinfo.KFUNC_VA)
+
+    sites = mov_to_cr3_sites(guest_elf)
+    assert len(sites) == 3, sites                        # K, U, K of a slice (inlined)
+    for addr, _ in sites:
+        gdb.set_bp(addr)
+    seen = set()
+    for _ in range(12):
+        gdb.cont()
+        regs = gdb.regs()
+        reg = dict(sites)[regs["rip"]]
+        seen.add(regs["rip"])
+        info = page()
+        check_static(info)
+        assert info.cr3_pending == regs[reg] != 0        # announced, not yet counted
+        owner = info.procs[info.cr3_pending_proc]
+        assert info.cr3_pending in owner.roots
+    assert seen == {a for a, _ in sites}
