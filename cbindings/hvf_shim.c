@@ -722,37 +722,39 @@ int hvf_sim_feed(struct hvf_handle *h, uint32_t domid,
 }
 
 /* ------------------------------------------------------------------------
- * The workload: a model of the lab's test guest.
+ * The workload: a model of the lab's test guest (lab/guest/README.md).
  *
- * N processes, each with a kernel root K and a user root U = K | 1 << 12
- * (Linux KPTI; with PCIDs, K carries PCID p + 1 and U also bit 11, as Linux
- * does).  Slices run round-robin over the processes (the target only every
- * K-th round) and over the vCPUs.  One slice of process p:
+ * Process 0 is the target, processes 1..N are busy.  Each process p has a
+ * kernel root K(p) = cr3_base + p * cr3_stride and a user root
+ * U(p) = K(p) | 1 << 12 (Linux KPTI; with pcid, K also carries PCID p + 1
+ * and U bit 11, as Linux does).  Busy slices run round robin, N per round;
+ * the target (if present) runs before busy slice 0, M, 2M, ... (M = gap).
+ * One slice of process p:
  *
- *   CR3 write  prev -> K        the scheduler switches to p
- *   CR3 write  K -> U           return to user space
- *   calls times:
- *     CR3 write  U -> K         system call entry
- *     breakpoint at bp_rip      the kernel function, CR3 = K
- *     CR3 write  K -> U         system call exit
- *   CR3 write  U -> K           timer interrupt: back to the scheduler
+ *   CR3 write  prev -> K        the context switch
+ *   kpti: CR3 write  K -> U     return to user space
+ *   kpti: CR3 write  U -> K     system call
+ *   calls times: breakpoint at bp_rip (the kernel function), CR3 = K
  *
- * so (3 + 2 * calls) CR3 writes and `calls` breakpoints per slice.
+ * so (1 + 2 * kpti) CR3 writes and `calls` breakpoints per slice.  Slices
+ * are dealt to the vCPUs round robin (the lab guest has one).
  */
 
 struct hvf_workload {
     struct hvf_workload_params p;
-    uint64_t round;
-    uint32_t proc;
+    uint64_t busy;              /* busy slices started */
+    uint64_t total_busy;        /* rounds * nr_busy */
+    uint32_t proc;              /* process of the current slice */
     uint32_t step;              /* within the current slice */
+    bool target_done;           /* the target slice before `busy` ran */
+    bool in_slice;
     uint64_t slice;             /* slices started, picks the vCPU */
     uint32_t vcpu;
     uint64_t *prev;             /* per vCPU: current CR3 */
-    bool started;
 };
 
-#define WL_SWITCH_RIP  0xffffffff81a00000ULL  /* "switch_mm" */
-#define WL_ENTRY_RIP   0xffffffff81c00000ULL  /* "entry_SYSCALL_64" */
+#define WL_SWITCH_RIP  0xffffffff80103000ULL  /* the guest's scheduler */
+#define WL_ENTRY_RIP   0xffffffff80104000ULL  /* its kernel entry code */
 
 uint64_t hvf_workload_root(const struct hvf_workload_params *p,
                            uint32_t proc, bool user)
@@ -773,10 +775,9 @@ int hvf_workload_new(const struct hvf_workload_params *p,
     uint32_t i;
 
     *out = NULL;
-    if ( !p->nr_procs || p->target >= p->nr_procs || !p->target_every ||
-         !p->nr_vcpus || p->nr_vcpus > 4096 || (p->cr3_base & 0x1fff) ||
-         !p->cr3_stride || (p->cr3_stride & 0x1fff) ||
-         ((p->bp_gpa ^ p->bp_rip) & 0xfff) )
+    if ( !p->nr_busy || !p->gap || !p->nr_vcpus || p->nr_vcpus > 4096 ||
+         (p->cr3_base & 0x1fff) || !p->cr3_stride || (p->cr3_stride & 0x1fff) ||
+         ((p->bp_gpa ^ p->bp_rip) & 0xfff) || p->rounds > (1ULL << 40) )
         return -EINVAL;
     w = calloc(1, sizeof(*w));
     if ( !w )
@@ -788,9 +789,9 @@ int hvf_workload_new(const struct hvf_workload_params *p,
         return -ENOMEM;
     }
     w->p = *p;
-    /* Every vCPU starts on the boot page tables, which no process owns. */
+    w->total_busy = p->rounds * p->nr_busy;
     for ( i = 0; i < p->nr_vcpus; i++ )
-        w->prev[i] = p->cr3_base + (uint64_t)p->nr_procs * p->cr3_stride;
+        w->prev[i] = p->boot_cr3;
     *out = w;
     return 0;
 }
@@ -803,33 +804,25 @@ void hvf_workload_free(struct hvf_workload *w)
     free(w);
 }
 
-static bool wl_runs(const struct hvf_workload *w, uint32_t proc, uint64_t round)
-{
-    return proc != w->p.target || round % w->p.target_every == 0;
-}
-
-/* Move to the next slice that runs; false when the workload is over. */
+/* Start the next slice; false when the workload is over. */
 static bool wl_next_slice(struct hvf_workload *w)
 {
-    if ( w->started )
-    {
-        if ( ++w->proc == w->p.nr_procs )
-        {
-            w->proc = 0;
-            w->round++;
-        }
-    }
-    w->started = true;
-    while ( w->round < w->p.rounds && !wl_runs(w, w->proc, w->round) )
-        if ( ++w->proc == w->p.nr_procs )
-        {
-            w->proc = 0;
-            w->round++;
-        }
-    if ( w->round >= w->p.rounds )
+    if ( w->busy >= w->total_busy )
         return false;
+    if ( w->p.target && !w->target_done && w->busy % w->p.gap == 0 )
+    {
+        w->proc = 0;
+        w->target_done = true;
+    }
+    else
+    {
+        w->proc = 1 + (uint32_t)(w->busy % w->p.nr_busy);
+        w->busy++;
+        w->target_done = false;
+    }
     w->vcpu = w->slice++ % w->p.nr_vcpus;
     w->step = 0;
+    w->in_slice = true;
     return true;
 }
 
@@ -852,8 +845,9 @@ static void wl_cr3(struct hvf_workload *w, struct hvf_event *e, uint64_t new,
 size_t hvf_workload_next(struct hvf_workload *w, struct hvf_event *out,
                          size_t cap)
 {
+    uint32_t writes = w->p.kpti ? 3 : 1;
+    uint32_t len = writes + w->p.calls;
     size_t n = 0;
-    uint32_t last = 2 + 3 * w->p.calls;
 
     while ( n < cap )
     {
@@ -861,38 +855,32 @@ size_t hvf_workload_next(struct hvf_workload *w, struct hvf_event *out,
         uint64_t k, u;
         uint32_t s;
 
-        if ( !w->started || w->step > last )
+        if ( !w->in_slice || w->step >= len )
+        {
+            w->in_slice = false;
             if ( !wl_next_slice(w) )
                 break;
+        }
         k = hvf_workload_root(&w->p, w->proc, false);
         u = hvf_workload_root(&w->p, w->proc, true);
         s = w->step++;
 
         if ( s == 0 )
             wl_cr3(w, e, k, WL_SWITCH_RIP);
-        else if ( s == 1 || s == last )
+        else if ( s < writes )
             wl_cr3(w, e, s == 1 ? u : k, WL_ENTRY_RIP);
         else
-            switch ( (s - 2) % 3 )
-            {
-            case 0:
-                wl_cr3(w, e, k, WL_ENTRY_RIP);
-                break;
-            case 1:
-                memset(e, 0, sizeof(*e));
-                e->kind = XEN_HVFILTER_EV_BREAKPOINT;
-                e->f[XEN_HVFILTER_FIELD_VCPU] = w->vcpu;
-                e->f[XEN_HVFILTER_FIELD_CR3] = k;
-                e->f[XEN_HVFILTER_FIELD_RIP] = w->p.bp_rip;
-                e->f[XEN_HVFILTER_FIELD_CPL] = 0;
-                e->f[XEN_HVFILTER_FIELD_INDEX] = 1;
-                e->f[XEN_HVFILTER_FIELD_GFN] = w->p.bp_gpa >> HVF_PAGE_SHIFT;
-                e->f[XEN_HVFILTER_FIELD_GLA] = w->p.bp_rip;
-                break;
-            default:
-                wl_cr3(w, e, u, WL_ENTRY_RIP);
-                break;
-            }
+        {
+            memset(e, 0, sizeof(*e));
+            e->kind = XEN_HVFILTER_EV_BREAKPOINT;
+            e->f[XEN_HVFILTER_FIELD_VCPU] = w->vcpu;
+            e->f[XEN_HVFILTER_FIELD_CR3] = k;
+            e->f[XEN_HVFILTER_FIELD_RIP] = w->p.bp_rip;
+            e->f[XEN_HVFILTER_FIELD_CPL] = 0;
+            e->f[XEN_HVFILTER_FIELD_INDEX] = 1;
+            e->f[XEN_HVFILTER_FIELD_GFN] = w->p.bp_gpa >> HVF_PAGE_SHIFT;
+            e->f[XEN_HVFILTER_FIELD_GLA] = w->p.bp_rip;
+        }
         n++;
     }
     return n;

@@ -56,15 +56,18 @@ typedef int (*hvf_deliver_fn)(void *ctx, uint32_t domid,
 
 /* Model of the lab's test guest, see hvf_workload_next(). */
 struct hvf_workload_params {
-    uint32_t nr_procs;        /* N processes, >= 1 */
-    uint32_t target;          /* index of the process of interest, < N */
-    uint32_t target_every;    /* the target runs one slice every K rounds, >= 1 */
+    uint32_t nr_busy;         /* N busy processes (1..N), >= 1 */
+    uint32_t target;          /* 1: process 0 is the target and runs */
+    uint32_t gap;             /* M: the target runs before busy slice 0, M, 2M... */
     uint32_t calls;           /* kernel-function calls per slice */
-    uint32_t nr_vcpus;        /* slices are spread round-robin over vCPUs, >= 1 */
+    uint32_t kpti;            /* 1: three CR3 writes per slice, 0: one */
+    uint32_t nr_vcpus;        /* slices are dealt round robin over vCPUs, >= 1 */
     uint32_t pcid;            /* 1: roots carry Linux-style PCIDs */
-    uint64_t rounds;          /* scheduling rounds */
+    uint32_t pad;
+    uint64_t rounds;          /* R rounds of N busy slices */
     uint64_t cr3_base;        /* kernel root of process 0, 8 KiB aligned */
     uint64_t cr3_stride;      /* distance between processes' roots, 8 KiB multiple */
+    uint64_t boot_cr3;        /* CR3 of every vCPU before its first slice */
     uint64_t bp_gpa;          /* guest-physical address of the kernel function */
     uint64_t bp_rip;          /* its virtual address (same offset in the page) */
 };

@@ -22,17 +22,20 @@ typedef int (*hvf_deliver_fn)(void *ctx, uint32_t domid,
                               const struct hvf_verdict *v);
 
 struct hvf_workload_params {
-    uint32_t nr_procs;
-    uint32_t target;
-    uint32_t target_every;
-    uint32_t calls;
-    uint32_t nr_vcpus;
-    uint32_t pcid;
-    uint64_t rounds;
-    uint64_t cr3_base;
-    uint64_t cr3_stride;
-    uint64_t bp_gpa;
-    uint64_t bp_rip;
+    uint32_t nr_busy;         /* N busy processes (1..N), >= 1 */
+    uint32_t target;          /* 1: process 0 is the target and runs */
+    uint32_t gap;             /* M: the target runs before busy slice 0, M, 2M... */
+    uint32_t calls;           /* kernel-function calls per slice */
+    uint32_t kpti;            /* 1: three CR3 writes per slice, 0: one */
+    uint32_t nr_vcpus;        /* slices are dealt round robin over vCPUs, >= 1 */
+    uint32_t pcid;            /* 1: roots carry Linux-style PCIDs */
+    uint32_t pad;
+    uint64_t rounds;          /* R rounds of N busy slices */
+    uint64_t cr3_base;        /* kernel root of process 0, 8 KiB aligned */
+    uint64_t cr3_stride;      /* distance between processes' roots, 8 KiB multiple */
+    uint64_t boot_cr3;        /* CR3 of every vCPU before its first slice */
+    uint64_t bp_gpa;          /* guest-physical address of the kernel function */
+    uint64_t bp_rip;          /* its virtual address (same offset in the page) */
 };
 
 struct hvf_workload;

@@ -42,7 +42,7 @@ def _sim_run(wl: GuestWorkload, rules: bool, subscribe: bool) -> float:
     with open("sim") as hyp:
         dom = hyp.create_domain(1, vcpus=wl.nr_vcpus)
         dom.add_breakpoint(wl.bp_gpa, ORIGINAL_INSN)
-        target = wl.process_set(wl.target)
+        target = wl.process_set(0)
         if rules:
             dom.install(compile(process_bound_rules(target)))
         got: list[Event] = []
@@ -64,8 +64,8 @@ def run(rounds: int = 20000, repeats: int = 5) -> dict[str, float]:
         True
 
     """
-    wl = GuestWorkload(rounds=rounds, nr_vcpus=2)
-    target = wl.process_set(wl.target)
+    wl = GuestWorkload(nr_busy=8, quiet=4, calls=16, rounds=rounds)
+    target = wl.process_set(0)
     rules = process_bound_rules(target)
     big = [on(Kind.CR3_WRITE).when(AllOf(tuple(NEW.eq(i) for i in range(LIMITS.max_conds))))
            .then(forward)] * (LIMITS.max_total_conds // LIMITS.max_conds)

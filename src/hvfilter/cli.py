@@ -43,13 +43,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="Xen: a CR3 value (DTB) of the target process; repeatable")
     d.add_argument("--bp-gpa", type=_int, help="Xen: guest-physical address of your breakpoint")
     d.add_argument("--seconds", type=float, default=10.0, help="Xen: how long to watch")
-    d.add_argument("--procs", type=int, default=8, help="sim: processes in the guest")
-    d.add_argument("--target", type=int, default=3, help="sim: index of the target process")
-    d.add_argument("--every", type=int, default=4,
-                   help="sim: the target runs once every N rounds")
-    d.add_argument("--calls", type=int, default=16, help="sim: kernel calls per turn")
-    d.add_argument("--rounds", type=int, default=20000, help="sim: scheduling rounds")
-    d.add_argument("--vcpus", type=int, default=2, help="sim: virtual CPUs")
+    d.add_argument("--nproc", type=int, default=8,
+                   help="sim: busy processes besides the target (the lab guest's nproc=)")
+    d.add_argument("--quiet", type=int, default=4,
+                   help="sim: the target runs one turn every K rounds (quiet=)")
+    d.add_argument("--gap", type=int, help="sim: exact form: one target turn per M busy turns")
+    d.add_argument("--calls", type=int, default=16, help="sim: kernel calls per turn (calls=)")
+    d.add_argument("--no-kpti", action="store_true", help="sim: one CR3 write per turn (kpti=0)")
+    d.add_argument("--rounds", type=int, default=20000, help="sim: rounds (rounds=)")
+    d.add_argument("--vcpus", type=int, default=1, help="sim: virtual CPUs (the lab guest has 1)")
     d.add_argument("--show", type=int, default=20, help="events of the target to print")
 
     b = sub.add_parser("bench", help="the library's own costs (compile, simulator)",
@@ -78,8 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.cmd == "demo":
-            wl = GuestWorkload(nr_procs=args.procs, target=args.target,
-                               target_every=args.every, calls=args.calls,
+            wl = GuestWorkload(nr_busy=args.nproc, quiet=args.quiet, gap=args.gap,
+                               calls=args.calls, kpti=not args.no_kpti,
                                rounds=args.rounds, nr_vcpus=args.vcpus)
             res = demo.main(out, args.backend, args.domain, args.cr3, args.bp_gpa,
                             args.seconds, wl, args.show)
@@ -109,3 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"hvfilter: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away: stop quietly, as Unix tools do.
+        sys.stdout = None
+        return 0

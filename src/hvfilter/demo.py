@@ -109,18 +109,25 @@ def run_sim(out: Print, wl: GuestWorkload, show: int, hyp: Hypervisor,
     out("       Running on hvfilter's simulator instead: the very filter code that runs")
     out("       inside Xen, fed with a generated workload that models the lab's test guest.")
     out("")
-    target = wl.process_set(wl.target, "target")
-    out(f"The guest: {wl.nr_procs} processes take turns on {wl.nr_vcpus} virtual CPU(s). "
-        f"Every switch")
-    out("  between processes writes the CPU's page-table register CR3, and so does every")
-    out("  system call (Linux KPTI flips between kernel and user page tables). Each turn, a")
-    out(f"  process calls a kernel function {wl.calls} times; the monitoring tool planted a")
-    out("  breakpoint (int3) there.  We only care about one process, the target:")
-    out(f"  process {wl.target} (CR3 {wl.root(wl.target):#x}, user page tables "
-        f"{wl.root(wl.target, True):#x}),")
-    out(f"  which runs once every {wl.target_every} rounds.  {wl.rounds:,} rounds make "
-        f"{wl.events:,} events.")
-    out("  Without a filter, each event pauses the guest and waits for the tool in dom0,")
+    target = wl.process_set(0, "target")
+    share = 100.0 / (wl.m + 1)
+    out(f"The guest: {wl.nr_busy} busy processes and one process we want to watch, the")
+    out(f"  *target*, take turns on {wl.nr_vcpus} virtual CPU(s); the target gets one turn "
+        f"for every {wl.m} turns")
+    out(f"  of the others ({share:.1f}% of the time).  Every turn starts with a write of CR3, "
+        f"the CPU's")
+    out("  page-table register: that is a context switch." + (
+        "  With Linux KPTI each turn writes CR3" if wl.kpti else ""))
+    if wl.kpti:
+        out("  twice more (to the user page tables and back, for a system call).")
+    out(f"  Each turn then calls a kernel function {wl.calls} times; the monitoring tool "
+        f"planted a")
+    out("  breakpoint (int3) on it, to see who calls it.")
+    out(f"  The target's page tables: CR3 {wl.root(0):#x} (kernel) and {wl.root(0, True):#x}"
+        f" (user).")
+    out(f"  {wl.rounds:,} rounds make {wl.events:,} events "
+        f"({wl.cr3_writes:,} CR3 writes, {wl.breakpoints:,} breakpoint hits).")
+    out("  Without a filter, every one of them pauses the guest and waits for the tool in dom0,")
     out("  which then throws almost all of them away.")
     out("")
     prog = compile(process_bound_rules(target))
@@ -157,7 +164,8 @@ def run_sim(out: Print, wl: GuestWorkload, show: int, hyp: Hypervisor,
     _summary(out, st, seconds, "sim")
     expected = wl.target_slices * (2 + wl.calls)
     out(f"        dom0 received exactly the target's {expected:,} events "
-        f"({wl.target_slices:,} turns x (in + out + {wl.calls} calls)): "
+        f"({wl.target_slices:,} turns x (in + out + {wl.calls} calls))"
+        f"{'' if wl.nr_vcpus == 1 else ' per vCPU switch'}: "
         f"{'OK' if delivered == expected else 'MISMATCH'}")
     return DemoResult("sim", prog, st, delivered, target_events, seconds)
 

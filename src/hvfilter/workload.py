@@ -1,27 +1,27 @@
 """A generated guest workload: a model of the lab's test guest.
 
-The guest runs ``nr_procs`` processes round-robin.  Each process has a
-kernel page-table root and, with Linux KPTI, a user root that differs only
-in bit 12 (and, with PCIDs, in its PCID).  The process of interest (the
-*target*) runs one slice every ``target_every`` rounds; the others run every
-round.  One slice of a process:
+It follows the schedule of ``lab/guest`` exactly (see its README): process 0
+is the *target*, processes 1..N are busy.  Each process has a kernel
+page-table root and a user root that differs only in bit 12 (Linux KPTI).
+A round is N busy slices, round robin; the target runs before busy slice
+0, M, 2M, ... (``gap`` M, by default ``quiet * N``).  One slice of process p:
 
-* a CR3 write to its kernel root (the scheduler switches to it; the old
-  value is the previous process's kernel root),
-* a CR3 write to its user root (return to user space),
-* ``calls`` times: a CR3 write to the kernel root (system call), a hit of the
-  breakpoint planted on one kernel function (at ``bp_rip``/``bp_gpa``, with
-  the current CR3), a CR3 write back to the user root,
-* a CR3 write to the kernel root (timer interrupt, back to the scheduler).
+* a CR3 write to its kernel root (the context switch; the old value is the
+  previous slice's root),
+* with KPTI, a CR3 write to its user root (return to user space) and one back
+  to the kernel root (a system call),
+* ``calls`` hits of the breakpoint planted on the guest's kernel function
+  (at ``bp_rip``/``bp_gpa``, on the kernel root).
 
-The events are generated in C (``hvf_workload_next``) at tens of millions per
-second, so the simulator can replay long runs.
+The events are generated in C (``hvf_workload_next``), tens of millions per
+second, so the simulator can replay long runs; the counts below are the
+closed forms of lab/guest's README.
 
 Example:
-    >>> wl = GuestWorkload(nr_procs=8, target=3, target_every=4, calls=16, rounds=1000)
-    >>> wl.cr3_writes, wl.breakpoints
-    (...)
-    >>> target = wl.process_set(3, "target")
+    >>> wl = GuestWorkload(nr_busy=8, quiet=4, calls=4, rounds=1000)
+    >>> wl.target_slices, wl.cr3_writes, wl.breakpoints
+    (250, 24750, 33000)
+    >>> target = wl.process_set(0, "target")
 
 """
 
@@ -38,46 +38,58 @@ from hvfilter.rules import ValueSet, process
 
 @attrs.frozen
 class GuestWorkload:
-    """Parameters of the modelled guest; see the module documentation.
+    """Parameters of the modelled guest (the lab guest's boot options).
 
     Args:
-        nr_procs: number of processes (N).
-        target: index of the process of interest.
-        target_every: the target runs one slice every K rounds.
-        calls: kernel-function calls per slice (C).
-        rounds: scheduling rounds.
-        nr_vcpus: vCPUs; slices are dealt to them round-robin.
-        pcid: give the roots Linux-style PCIDs (bits 0-11).
+        nr_busy: busy processes N (``nproc=N``).
+        target: process 0 is the target and runs (``target=1``).
+        quiet: the target runs one slice every K rounds (``quiet=K``).
+        gap: exact form: one target slice before every M-th busy slice
+            (``gap=M``); default ``quiet * nr_busy``.
+        calls: kernel-function calls per slice (``calls=C``).
+        kpti: three CR3 writes per slice instead of one (``kpti=1``).
+        rounds: rounds of N busy slices (``rounds=R``).
+        nr_vcpus: vCPUs; slices are dealt round robin (the lab guest has 1).
+        pcid: give the roots Linux-style PCIDs (the lab guest has none).
         cr3_base: kernel root of process 0 (8 KiB aligned).
         cr3_stride: distance between processes' roots (multiple of 8 KiB).
+        boot_cr3: CR3 before the first slice (the boot page tables).
         bp_gpa: guest-physical address of the breakpointed kernel function.
         bp_rip: its virtual address (same offset within the page).
 
     Example:
-        >>> wl = GuestWorkload(nr_procs=4, target=1, rounds=100)
+        >>> wl = GuestWorkload(nr_busy=4, quiet=2, rounds=100)
         >>> dom.play(wl)
 
     """
 
-    nr_procs: int = 8
-    target: int = 3
-    target_every: int = 4
-    calls: int = 16
+    nr_busy: int = 8
+    target: bool = True
+    quiet: int = 1
+    gap: int | None = None
+    calls: int = 4
+    kpti: bool = True
     rounds: int = 1000
     nr_vcpus: int = 1
-    pcid: bool = True
-    cr3_base: int = 0x1_0000_0000
-    cr3_stride: int = 0x40_0000
-    bp_gpa: int = 0x0123_4567 & ~0xFFF | 0x4B0
-    bp_rip: int = 0xFFFF_FFFF_8112_34B0
+    pcid: bool = False
+    cr3_base: int = 0x216000
+    cr3_stride: int = 0x2000
+    boot_cr3: int = 0x1F0000
+    bp_gpa: int = 0x101000
+    bp_rip: int = 0xFFFF_FFFF_8010_1000
+
+    @property
+    def m(self) -> int:
+        """The gap M: busy slices between two target slices."""
+        return self.gap if self.gap is not None else self.quiet * self.nr_busy
 
     def params(self) -> dict[str, int]:
         """The C parameter block."""
         return {
-            "nr_procs": self.nr_procs, "target": self.target,
-            "target_every": self.target_every, "calls": self.calls,
-            "nr_vcpus": self.nr_vcpus, "pcid": int(self.pcid), "rounds": self.rounds,
-            "cr3_base": self.cr3_base, "cr3_stride": self.cr3_stride,
+            "nr_busy": self.nr_busy, "target": int(self.target), "gap": self.m,
+            "calls": self.calls, "kpti": int(self.kpti), "nr_vcpus": self.nr_vcpus,
+            "pcid": int(self.pcid), "rounds": self.rounds, "cr3_base": self.cr3_base,
+            "cr3_stride": self.cr3_stride, "boot_cr3": self.boot_cr3,
             "bp_gpa": self.bp_gpa, "bp_rip": self.bp_rip,
         }
 
@@ -85,28 +97,33 @@ class GuestWorkload:
         """The CR3 value of process ``proc``'s kernel (or user) page tables."""
         return _binding.workload_root(self.params(), proc, user)
 
-    def process_set(self, proc: int, name: str = "target", capacity: int = 64) -> ValueSet:
+    def process_set(self, proc: int = 0, name: str = "target", capacity: int = 64) -> ValueSet:
         """The :func:`~hvfilter.process` set of one process (its kernel root)."""
         return process(name, self.root(proc), capacity=capacity)
 
     @property
+    def busy_slices(self) -> int:
+        """Slices of the busy processes: R * N."""
+        return self.rounds * self.nr_busy
+
+    @property
     def target_slices(self) -> int:
-        """Slices the target runs."""
-        return (self.rounds + self.target_every - 1) // self.target_every
+        """Slices of the target: ceil(R * N / M), 0 without a target."""
+        return -(-self.busy_slices // self.m) if self.target else 0
 
     @property
     def slices(self) -> int:
-        """Slices of all processes."""
-        return self.rounds * (self.nr_procs - 1) + self.target_slices
+        """All slices S."""
+        return self.busy_slices + self.target_slices
 
     @property
     def cr3_writes(self) -> int:
-        """CR3 writes in the whole run."""
-        return self.slices * (3 + 2 * self.calls)
+        """CR3 writes in the whole run: (1 + 2 * kpti) * S (no boot write)."""
+        return (3 if self.kpti else 1) * self.slices
 
     @property
     def breakpoints(self) -> int:
-        """Breakpoint hits in the whole run."""
+        """Breakpoint hits in the whole run: C * S."""
         return self.slices * self.calls
 
     @property

@@ -10,8 +10,7 @@ from hvfilter.demo import process_bound_rules
 
 
 def _wl(**kw: int) -> hv.GuestWorkload:
-    base = {"nr_procs": 5, "target": 2, "target_every": 3, "calls": 4, "rounds": 30,
-            "nr_vcpus": 1}
+    base = {"nr_busy": 4, "quiet": 2, "calls": 4, "rounds": 30, "nr_vcpus": 1}
     base.update(kw)
     return hv.GuestWorkload(**base)  # type: ignore[arg-type]
 
@@ -66,6 +65,21 @@ def test_breakpoint_emulation_and_fallback(dom):
     assert dom.info().nr_breakpoints == 0
 
 
+def test_workload_follows_the_lab_guests_schedule():
+    # lab/guest/README.md: the target (process 0) runs before busy slice 0, M, 2M...
+    wl = hv.GuestWorkload(nr_busy=3, gap=4, calls=1, rounds=3)
+    first_writes = [e.fields[hv.Field.NEW_VALUE] for e in wl.iter_events()
+                    if e.kind == Kind.CR3_WRITE][::3]
+    procs = [(v - wl.cr3_base) // wl.cr3_stride for v in first_writes]
+    assert procs == [0, 1, 2, 3, 1, 0, 2, 3, 1, 2, 0, 3]
+    assert wl.target_slices == 3 == -(-9 // 4)
+    kpti0 = hv.GuestWorkload(nr_busy=3, kpti=False, rounds=2)
+    assert kpti0.cr3_writes == kpti0.slices == 6 + 2      # M = quiet * N = 3
+    notarget = hv.GuestWorkload(target=False, rounds=2)
+    assert notarget.target_slices == 0
+    assert sum(1 for _ in notarget.iter_events()) == notarget.events
+
+
 def test_workload_counts():
     wl = _wl()
     evs = list(wl.iter_events())
@@ -80,7 +94,7 @@ def test_workload_counts():
 @pytest.mark.parametrize("vcpus", [1, 2, 3])
 def test_process_bound_monitoring_forwards_exactly_the_target(vcpus):
     wl = _wl(nr_vcpus=vcpus)
-    target = wl.process_set(wl.target)
+    target = wl.process_set(0)
     prog = hv.compile(process_bound_rules(target))
     with hv.open("sim") as hyp:
         dom = hyp.create_domain(9, vcpus=vcpus)
@@ -92,7 +106,7 @@ def test_process_bound_monitoring_forwards_exactly_the_target(vcpus):
             st = dom.stats()
     # Oracle: replay the generated events and pick the target's by hand.
     mask = hv.PROCESS_MASK
-    tk = wl.root(wl.target) & mask
+    tk = wl.root(0) & mask
     want = []
     for e in wl.iter_events():
         f = e.fields
@@ -162,8 +176,7 @@ def test_entered_follows_live_set_updates(dom):
 def test_demo_tells_a_conserved_story():
     from hvfilter import demo
     lines: list[str] = []
-    wl = hv.GuestWorkload(nr_procs=6, target=1, target_every=2, calls=3, rounds=40,
-                          nr_vcpus=2)
+    wl = hv.GuestWorkload(nr_busy=5, quiet=2, calls=3, rounds=40)
     res = demo.main(lines.append, "sim", None, [], None, 0, wl, show=5)
     text = "\n".join(lines)
     assert res.backend == "sim" and res.stats.conserved
@@ -183,7 +196,7 @@ def test_cli_demo_runs(capsys):
 def test_bench_produces_numbers(tmp_path, capsys):
     from hvfilter import bench
     res = bench.main(print, tmp_path / "r.json", rounds=20)
-    assert res["events"] == hv.GuestWorkload(rounds=20, nr_vcpus=2).events
+    assert res["events"] == hv.GuestWorkload(nr_busy=8, quiet=4, calls=16, rounds=20).events
     assert all(v > 0 for v in res.values())
     assert (tmp_path / "r.json").exists()
 
