@@ -20,11 +20,12 @@
  * The instructions a monitor traps on are outside every group, so a reader
  * called from a monitor event (vCPU paused at that instruction) always sees
  * a consistent page:
- *   - mov to CR3: a group publishes cr3_pending (the value) and
- *     cr3_pending_proc, then the mov executes, then a group counts it and
- *     clears cr3_pending.  cr3_writes counts completed writes; while
- *     cr3_pending != 0 one more write is in flight (not yet executed when
- *     paused by its own CR3 event; possibly executed at a random pause).
+ *   - mov to CR3: one group counts the write (cr3_writes, slices...) and
+ *     announces it in cr3_pending / cr3_pending_proc, then the mov
+ *     executes, then a group clears cr3_pending.  So cr3_writes includes the
+ *     write in flight: at its own CR3 event the page already counts it, and
+ *     so it does at a pause just after the mov (where TCG takes pauses).
+ *     While cr3_pending != 0 that write may not have executed yet.
  *   - kfunc: its first instruction runs before its group, so at a breakpoint
  *     on it `calls` does not include the call being made.
  *
@@ -207,7 +208,7 @@ struct hvfg_info {
     uint64_t tsc_first;            /* 4032 just before the first slice */
     uint64_t tsc_round;            /* 4040 at the end of the last completed round */
     uint64_t tsc_done;             /* 4048 = tsc_round of the last round once rounds= is reached (0 before) */
-    uint64_t cr3_pending;          /* 4056 CR3 write in flight (see "Consistency"), 0 if none */
+    uint64_t cr3_pending;          /* 4056 CR3 write counted but maybe not executed yet, 0 if none */
     uint32_t cr3_pending_proc;     /* 4064 its process, HVFG_NO_PROC if none */
     uint32_t pad2;                 /* 4068 zero */
     uint64_t reserved1[2];         /* 4072 zero */

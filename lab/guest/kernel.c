@@ -753,19 +753,16 @@ static uint32_t prev_proc = HVFG_NO_PROC;
 static uint64_t seen_ucalls[HVFG_NPROC_MAX], seen_bad[HVFG_NPROC_MAX];
 static uint64_t round_sum, round_ref;
 
+/* One mov to CR3 with its counters.  It is counted (and announced in
+ * cr3_pending) in a group *before* it executes, outside any group, and the
+ * announcement is withdrawn after it: so at the write's own CR3 event (the
+ * vCPU waits on the mov) the page is consistent and already counts it, and a
+ * pause that lands just after the mov (where TCG takes it) finds exact
+ * counters too.  See info.h, "Consistency". */
 static inline void cr3_switch(uint32_t p, uint64_t val, int is_slice_start)
 {
     volatile struct hvfg_proc *pi = &info->proc[p];
-    /* Announce the write, execute it outside any group (a CR3 monitor event
-     * pauses the vCPU right here), then count it. */
     grp_begin();
-    info->cr3_pending = val;
-    info->cr3_pending_proc = p;
-    grp_end();
-    write_cr3(val);
-    grp_begin();
-    info->cr3_pending = 0;
-    info->cr3_pending_proc = HVFG_NO_PROC;
     info->cr3_writes = info->cr3_writes + 1;
     pi->cr3_writes = pi->cr3_writes + 1;
     if ( is_slice_start )
@@ -776,6 +773,13 @@ static inline void cr3_switch(uint32_t p, uint64_t val, int is_slice_start)
             info->switches = info->switches + 1;
         info->current_proc = p;
     }
+    info->cr3_pending = val;
+    info->cr3_pending_proc = p;
+    grp_end();
+    write_cr3(val);
+    grp_begin();
+    info->cr3_pending = 0;
+    info->cr3_pending_proc = HVFG_NO_PROC;
     grp_end();
 }
 

@@ -367,8 +367,8 @@ def mov_to_cr3_sites(elf: Path) -> list[tuple[int, str]]:
 def test_page_is_consistent_at_trap_points(boot, guest_elf: Path) -> None:
     """A monitor reads the info page while the vCPU sits on the trapping
     instruction (a CR3 write, the breakpoint at kfunc): the page must be
-    consistent there, with the write announced in cr3_pending and the call
-    not yet counted.  QEMU's gdbstub plays the monitor."""
+    consistent there, with the CR3 write already counted and announced in
+    cr3_pending, and the kfunc call not yet counted.  QEMU's gdbstub plays the monitor."""
     g = boot("nproc=3 calls=3 report=0")
     g.wait_line(r"^HVFG running")
     gdb = g.gdb()                       # stops the guest
@@ -401,7 +401,9 @@ def test_page_is_consistent_at_trap_points(boot, guest_elf: Path) -> None:
         seen.add(regs["rip"])
         info = page()
         check_static(info)
-        assert info.cr3_pending == regs[reg] != 0        # announced, not yet counted
+        assert info.cr3_pending == regs[reg] != 0        # announced and counted ...
         owner = info.procs[info.cr3_pending_proc]
         assert info.cr3_pending in owner.roots
+        assert info.current_proc == owner.index          # ... with its slice
+        assert 3 * (owner.slices - 1) < owner.cr3_writes <= 3 * owner.slices
     assert seen == {a for a, _ in sites}
