@@ -410,31 +410,42 @@ static void sim_stats(struct sim_domain *d, struct xen_hvfilter_stats *st)
 }
 
 /*
- * The hypervisor's part: what Xen's domctl entry and the hvfilter handler
- * do with one XEN_DOMCTL_hvfilter_op, in the order the header documents.
+ * The hypervisor's part: what Xen's do_domctl() and the hvfilter handler do
+ * with the struct xen_domctl that the xen backend would pass to hypercall
+ * 36, in the order the header documents.  The union is copied back to the
+ * caller, as Xen does, also on errors.
  */
-static int sim_domctl(struct hvf_handle *h, uint32_t cmd,
-                      uint32_t interface_version, uint32_t domid,
-                      struct xen_domctl_hvfilter_op *op)
+static int sim_domctl(struct hvf_handle *h, struct xen_domctl *dc)
 {
+    struct xen_domctl_hvfilter_op *op = (struct xen_domctl_hvfilter_op *)&dc->u;
     struct sim_domain *d;
     unsigned int i;
 
     /* do_domctl(): version, privilege, then the command. */
-    if ( interface_version != h->cfg.domctl_version )
+    if ( dc->interface_version != h->cfg.domctl_version )
         return -EACCES;
     if ( h->cfg.unprivileged )
         return -EPERM;
-    if ( h->cfg.unpatched || cmd != XEN_DOMCTL_hvfilter_op )
+    if ( h->cfg.unpatched || dc->cmd != XEN_DOMCTL_hvfilter_op )
         return -ENOSYS;
-    if ( domid == 0 )
+    if ( dc->domain == 0 )
         return -EPERM;              /* hvfilter never targets dom0 */
-    if ( !(d = sim_find(h, domid)) )
+    if ( !(d = sim_find(h, dc->domain)) )
         return -ESRCH;
-    /* Minor versions only add; the Xen side compares the major half too. */
+    /*
+     * Minor versions only add; the Xen side compares the major half too, and
+     * get_info reports the hypervisor's version even when they differ.
+     */
     if ( XEN_HVFILTER_VERSION_MAJOR(op->abi_version) !=
          XEN_HVFILTER_VERSION_MAJOR(h->cfg.abi_version) )
+    {
+        if ( op->op == XEN_HVFILTER_OP_get_info )
+        {
+            memset(&op->u.info, 0, sizeof(op->u.info));
+            op->u.info.abi_version = h->cfg.abi_version;
+        }
         return -EPROTONOSUPPORT;
+    }
     if ( !d->hvm )
         return -EOPNOTSUPP;
 
@@ -497,13 +508,22 @@ static int sim_domctl(struct hvf_handle *h, uint32_t cmd,
  * Issuing one operation.
  */
 
-static int xen_domctl(struct hvf_handle *h, uint32_t domid,
-                      struct xen_domctl_hvfilter_op *op)
+/*
+ * Issue one hvfilter operation: wrap it in a struct xen_domctl, in
+ * hypercall-safe memory (as libxc bounces it), and either make hypercall 36
+ * (xen) or hand the very same struct to the simulated hypervisor (sim).
+ * The union is copied back in both cases: get_info's answer, and what Xen
+ * leaves there on errors.
+ */
+static int do_op(struct hvf_handle *h, uint32_t domid,
+                 struct xen_domctl_hvfilter_op *op)
 {
     struct xen_domctl *dc;
     int rc;
 
-    /* The domctl itself must be in hypercall-safe memory, as libxc bounces it. */
+    op->abi_version = XEN_HVFILTER_INTERFACE_VERSION;
+    if ( domid > 0xffff )
+        return -ESRCH;
     dc = buf_alloc(h, sizeof(*dc));
     if ( !dc )
         return -ENOMEM;
@@ -512,29 +532,21 @@ static int xen_domctl(struct hvf_handle *h, uint32_t domid,
     dc->domain = (domid_t)domid;
     memcpy(&dc->u, op, sizeof(*op));
 
-    errno = 0;
-    rc = h->api.call1(h->xc, __HYPERVISOR_domctl, (uint64_t)(uintptr_t)dc);
-    if ( rc < 0 )
-        rc = errno ? -errno : -EIO;
-    else
+    if ( h->backend == HVF_BACKEND_XEN )
     {
-        rc = 0;
-        memcpy(op, &dc->u, sizeof(*op));
+        errno = 0;
+        rc = h->api.call1(h->xc, __HYPERVISOR_domctl, (uint64_t)(uintptr_t)dc);
+        if ( rc < 0 )
+            rc = errno ? -errno : -EIO;
+        else
+            rc = 0;
     }
+    else
+        rc = sim_domctl(h, dc);
+
+    memcpy(op, &dc->u, sizeof(*op));
     buf_free(h, dc);
     return rc;
-}
-
-static int do_op(struct hvf_handle *h, uint32_t domid,
-                 struct xen_domctl_hvfilter_op *op)
-{
-    op->abi_version = XEN_HVFILTER_INTERFACE_VERSION;
-    if ( domid > 0xffff )
-        return -ESRCH;
-    if ( h->backend == HVF_BACKEND_XEN )
-        return xen_domctl(h, domid, op);
-    return sim_domctl(h, XEN_DOMCTL_hvfilter_op, XEN_DOMCTL_INTERFACE_VERSION,
-                      domid, op);
 }
 
 int hvf_op_get_info(struct hvf_handle *h, uint32_t domid,
@@ -546,7 +558,8 @@ int hvf_op_get_info(struct hvf_handle *h, uint32_t domid,
     memset(&op, 0, sizeof(op));
     op.op = XEN_HVFILTER_OP_get_info;
     rc = do_op(h, domid, &op);
-    if ( !rc )
+    /* On -EPROTONOSUPPORT, info.abi_version is the hypervisor's (if set). */
+    if ( !rc || rc == -EPROTONOSUPPORT )
         *out = op.u.info;
     return rc;
 }

@@ -81,7 +81,11 @@ void hvf_close(struct hvf_handle *h);
 int hvf_backend(const struct hvf_handle *h);
 uint32_t hvf_domctl_interface_version(void);
 
-/* The hvfilter operations, on either backend. */
+/*
+ * The hvfilter operations, on either backend.  hvf_op_get_info() also fills
+ * *out when it fails with -EPROTONOSUPPORT, so that out->abi_version tells
+ * the hypervisor's ABI version (0 if the hypervisor did not say).
+ */
 int hvf_op_get_info(struct hvf_handle *h, uint32_t domid,
                     struct xen_hvfilter_info *out);
 int hvf_op_table_replace(struct hvf_handle *h, uint32_t domid,

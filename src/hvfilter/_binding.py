@@ -8,6 +8,7 @@ confined to this module.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -182,10 +183,10 @@ def open_sim(domctl_version: int, abi_version: int, kinds: int, unpatched: bool,
 
 
 def op_get_info(h: Handle, domid: int) -> tuple[int, RawInfo | None]:
-    """``hvf_op_get_info``."""
+    """``hvf_op_get_info``; on -EPROTONOSUPPORT the info carries Xen's ABI version."""
     info = ffi.new("struct xen_hvfilter_info *")
     rc = int(lib.hvf_op_get_info(h.ptr, domid, info))
-    if rc:
+    if rc and rc != -errno.EPROTONOSUPPORT:
         return rc, None
     return rc, RawInfo(
         abi_version=info.abi_version, max_rules=info.max_rules,

@@ -8,6 +8,7 @@ operation and the domain.  :class:`ShimControl` bundles them behind the
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 
 from typing_extensions import Protocol
@@ -111,6 +112,11 @@ class ShimControl:
     def get_info(self, domid: int) -> RawInfo:
         """XEN_HVFILTER_OP_get_info."""
         rc, info = _binding.op_get_info(self.handle, domid)
+        if rc == -errno.EPROTONOSUPPORT and info is not None and info.abi_version:
+            ours = _binding.const("XEN_HVFILTER_INTERFACE_VERSION")
+            raise error_for(rc, "get_info", domid,
+                            detail=f"the hypervisor speaks hvfilter ABI {info.abi_version:#x}, "
+                                   f"this library {ours:#x}")
         _check(rc, "get_info", domid)
         assert info is not None
         return info

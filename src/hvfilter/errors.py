@@ -215,13 +215,15 @@ _OPEN_WHAT = {
 }
 
 
-def error_for(rc: int, op: str, domain: int | None = None) -> HvfilterError:
+def error_for(rc: int, op: str, domain: int | None = None,
+              detail: str | None = None) -> HvfilterError:
     """The exception for a shim result code.
 
     Args:
         rc: the negative errno value returned by the shim.
         op: the operation, e.g. ``"set_add"`` or ``"open"``.
         domain: the target domain id, if any.
+        detail: more about this failure, put before the remedy.
 
     Returns:
         An instance of the class that ``ERRNO_TABLE`` (or, for ``op == "open"``,
@@ -246,6 +248,8 @@ def error_for(rc: int, op: str, domain: int | None = None) -> HvfilterError:
     where = f"{op} on domain {domain}" if domain is not None else op
     name = _errno.errorcode.get(err, str(err))
     msg = f"{where}: {what} ({name})"
+    if detail:
+        msg += f": {detail}"
     if cls.remedy:
         msg += f"; remedy: {cls.remedy}"
     return cls(msg, errno=err, op=op, domain=domain)

@@ -202,3 +202,11 @@ def test_minor_abi_difference_is_accepted():
         dom = hyp.create_domain(1)
         with dom.install(PROG):
             assert dom.info().abi_version == hv.abi.INTERFACE_VERSION + 1
+
+
+def test_abi_mismatch_names_both_versions():
+    theirs = hv.abi.INTERFACE_VERSION + 0x10000
+    with _sim(abi_version=theirs) as hyp:
+        hyp.create_domain(1)
+        with pytest.raises(hv.AbiVersionError, match=f"hypervisor speaks hvfilter ABI {theirs:#x}"):
+            hyp.domain(1).info()
