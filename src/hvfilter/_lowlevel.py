@@ -106,7 +106,7 @@ class ShimControl:
         """
         if self._h is None:
             raise ClosedError("the hypervisor handle is closed; remedy: "
-                              f"{ClosedError.remedy}", errno=9, op="use")
+                              f"{ClosedError.remedy}", errno=errno.EBADF, op="use")
         return self._h
 
     def get_info(self, domid: int) -> RawInfo:

@@ -18,6 +18,7 @@ forwards come from an :class:`EventSource`: the simulator's own on the
 
 from __future__ import annotations
 
+import errno
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
@@ -562,7 +563,7 @@ class Domain:
         if not 1 <= len(insn) <= LIMITS.max_insn_len:
             raise InvalidArgumentError(
                 f"bp_add on domain {self.domid}: instruction of {len(insn)} bytes "
-                f"(1..{LIMITS.max_insn_len})", errno=22, op="bp_add", domain=self.domid)
+                f"(1..{LIMITS.max_insn_len})", errno=errno.EINVAL, op="bp_add", domain=self.domid)
         self._ctl.bp_add(self.domid, gpa, insn)
 
     def remove_breakpoint(self, gpa: int) -> None:
@@ -716,7 +717,7 @@ class Hypervisor:
     def _control(self) -> ShimControl:
         if self._ctl is None:
             raise ClosedError(f"the {self.backend} hypervisor handle is closed; remedy: "
-                              f"{ClosedError.remedy}", errno=9, op="use")
+                              f"{ClosedError.remedy}", errno=errno.EBADF, op="use")
         return self._ctl
 
     @property
