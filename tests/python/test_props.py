@@ -194,3 +194,34 @@ def test_raw_event_roundtrip():
     assert isinstance(raw, RawEvent)
     assert hv.events.from_raw(raw) == ev
     assert ev.gpa == 0x1234123
+
+
+@given(st.integers(1, 5), st.integers(1, 7), st.integers(0, 3), st.booleans(),
+       st.integers(1, 3), st.booleans(), st.integers(1, 6))
+def test_process_bound_monitoring_on_random_guests(nr_busy, gap, calls, kpti, vcpus, pcid,
+                                                   rounds):
+    from hvfilter.demo import process_bound_rules
+    wl = hv.GuestWorkload(nr_busy=nr_busy, gap=gap, calls=calls, kpti=kpti, nr_vcpus=vcpus,
+                          pcid=pcid, rounds=rounds)
+    target = wl.process_set(0)
+    mask, tk = target.mask, target.values[0] & target.mask
+    hyp, dom = _fresh_domain(nr_vcpus=vcpus)
+    with hyp:
+        dom.add_breakpoint(wl.bp_gpa, b"\x55")
+        with dom.install(hv.compile(process_bound_rules(target))):
+            got: list[RawEvent] = []
+            dom.play(wl)
+            while not dom.source.exhausted:
+                dom.source.listen(None, lambda e: got.append(e) or False)  # type: ignore[func-returns-value]
+            st_ = dom.stats()
+    want = []
+    for e in wl.iter_events():
+        f = e.fields
+        if e.kind == Kind.CR3_WRITE:
+            if ((f[Field.NEW_VALUE] & mask) == tk) != ((f[Field.OLD_VALUE] & mask) == tk):
+                want.append(e)
+        elif (f[Field.CR3] & mask) == tk:
+            want.append(e)
+    assert got == want
+    assert st_.conserved and st_.total.seen == wl.events
+    assert st_.kinds[Kind.BREAKPOINT].emulated == wl.breakpoints - wl.target_slices * calls
