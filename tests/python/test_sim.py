@@ -206,3 +206,18 @@ def test_events_without_subscribers_are_still_counted(dom):
         dom.play([hv.Cpuid(0, 1)] * 10)
         assert dom.run() == 0                     # nobody listening: nothing delivered
         assert dom.stats().kinds[Kind.CPUID].forwarded == 10
+
+
+def test_demo_xen_path_runs_against_a_hypervisor_handle():
+    # The Xen path only uses the control plane; a simulated domain stands in
+    # for the lab's domain here (seconds=0: no waiting).
+    from hvfilter import demo
+    lines: list[str] = []
+    with hv.open("sim") as hyp:
+        hyp.create_domain(7)
+        res = demo.run_xen(lines.append, hyp, 7, [0x216000], 0x101000, 0)
+        assert hyp.domain(7).info().nr_rules == 0           # uninstalled again
+        assert hyp.domain(7).info().nr_breakpoints == 0
+    text = "\n".join(lines)
+    assert "domain 7" in text and "Step 1" in text and "conservation" in text
+    assert res.stats.conserved
