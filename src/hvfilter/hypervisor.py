@@ -197,6 +197,7 @@ class _SimSource:
         if error is not None:
             raise error
         if rc:
+            self._pos += 1          # skip the event Xen could never raise, go on after it
             raise error_for(rc, "sim_feed", self._domid)
         return count
 

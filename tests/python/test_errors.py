@@ -213,3 +213,14 @@ def test_abi_mismatch_names_both_versions():
         hyp.create_domain(1)
         with pytest.raises(hv.AbiVersionError, match=f"hypervisor speaks hvfilter ABI {theirs:#x}"):
             hyp.domain(1).info()
+
+
+def test_impossible_event_in_a_replay_is_reported_and_skipped(dom):
+    with dom.install(PROG):
+        sub = dom.subscribe(hv.Cpuid)
+        dom.play([hv.Cpuid(0, 1), hv.Cpuid(9, 1), hv.Cpuid(1, 2)])   # vCPU 9 does not exist
+        with pytest.raises(hv.InvalidArgumentError, match="sim_feed on domain 5"):
+            dom.run()
+        dom.run()
+        assert dom.stats().kinds[Kind.CPUID].seen == 2
+        assert list(sub) == []                      # all passed by the rule
