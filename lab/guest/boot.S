@@ -431,13 +431,16 @@ user_saved_rsp:
  * Boot page tables and stacks (zero-filled by the loader; the tables are
  * cleared again above).  boot_pdpt_hi is shared by every process root.
  */
-    .section .bss
+    .section .bss.pgt_boot, "aw", @nobits     /* at HVFG_BOOT_CR3 (guest.ld) */
     .balign 4096
     .globl boot_pml4, boot_pdpt_lo, boot_pdpt_hi, boot_pd
 boot_pml4:    .skip 4096
 boot_pdpt_lo: .skip 4096
 boot_pdpt_hi: .skip 4096
 boot_pd:      .skip 4096
+
+    .section .bss
+    .balign 16
     .globl boot_stack_top, ist_stack_top
 boot_stack:   .skip 16384
 boot_stack_top:

@@ -30,6 +30,8 @@ NO_PROC: Final = 0xFFFF_FFFF
 KFUNC_GPA: Final = 0x10_1000
 KFUNC_VA: Final = KBASE + KFUNC_GPA
 PRIV_VA: Final = 0x40_0000
+BOOT_CR3: Final = 0x1F_C000
+ROOTS_GPA: Final = 0x20_0000
 UPAGE_GPA: Final = 0x10_2000
 UPAGE_VA: Final = 0x40_1000
 UFUNC_GPA: Final = UPAGE_GPA
@@ -166,6 +168,12 @@ GEN_START_OFFSET: Final = INFO_SIZE - 8
 
 assert PROC_OFFSET == 384 and PROC_SIZE == 56 and TAIL_OFFSET == 4024
 assert TAIL_OFFSET + _TAIL.size == INFO_SIZE
+
+
+def kroot(proc: int) -> int:
+    """The kernel root (CR3 value) of process ``proc``; its user root is
+    ``kroot(proc) | 0x1000``.  The info page publishes the same values."""
+    return ROOTS_GPA + 0x2000 * proc
 
 
 def field_offsets() -> dict[str, int]:

@@ -49,6 +49,13 @@
 #define HVFG_KFUNC_GPA      0x00101000UL
 #define HVFG_KFUNC_VA       (HVFG_KBASE + HVFG_KFUNC_GPA)
 
+/* Page tables at fixed guest-physical addresses (guest.ld): the boot PML4
+ * (the first CR3 value) and the root pairs, kernel root of process p at
+ * HVFG_KROOT(p), its user root at HVFG_KROOT(p) | 0x1000. */
+#define HVFG_BOOT_CR3       0x001fc000UL
+#define HVFG_ROOTS_GPA      0x00200000UL
+#define HVFG_KROOT(p)       (HVFG_ROOTS_GPA + 0x2000UL * (p))
+
 /* Process-private data page (one per process, same VA in every process). */
 #define HVFG_PRIV_VA        0x0000000000400000UL
 /* Its layout (u64 each; written by the work, read by the kernel). */

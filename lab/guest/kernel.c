@@ -40,6 +40,7 @@ extern const uint64_t irq_spurious_addr;
 extern uint64_t gdt[];
 extern uint64_t boot_cr3_writes;
 extern uint64_t boot_pdpt_hi[512];
+extern uint64_t boot_pml4[512];
 extern uint8_t ist_stack_top[];
 extern uint8_t kstack0_top[];
 extern uint8_t utramp_area[];
@@ -72,9 +73,12 @@ _Static_assert(__builtin_offsetof(struct priv_page, bad) == HVFG_PRIV_OFF_BAD, "
 
 /* Root pairs: [p][0] kernel root, [p][1] user root, 8 KiB aligned so that
  * the two CR3 values differ only in bit 12. */
-static uint64_t roots[HVFG_NPROC_MAX][2][512] __attribute__((aligned(8192)));
-static struct proc_tables tables[HVFG_NPROC_MAX] __attribute__((aligned(4096)));
-static uint8_t priv_pages[HVFG_NPROC_MAX][PAGE_SIZE] __attribute__((aligned(4096)));
+static uint64_t roots[HVFG_NPROC_MAX][2][512]
+    __attribute__((section(".bss.pgt_roots"), aligned(8192)));     /* at HVFG_ROOTS_GPA */
+static struct proc_tables tables[HVFG_NPROC_MAX]
+    __attribute__((section(".bss.pgt_tables"), aligned(4096)));
+static uint8_t priv_pages[HVFG_NPROC_MAX][PAGE_SIZE]
+    __attribute__((section(".bss.pgt_priv"), aligned(4096)));
 static uint8_t hypercall_page[PAGE_SIZE] __attribute__((aligned(4096)));
 static uint8_t tramp[2][32] __attribute__((section(".data.tramp"), aligned(32)));
 
@@ -741,7 +745,7 @@ static void build_processes(void)
         pp->magic = PRIV_MAGIC;
         pp->owner = p;
         pp->state = 0x9e3779b97f4a7c15UL * (p + 1);
-        kroot[p] = pa(roots[p][0]);
+        kroot[p] = pa(roots[p][0]);         /* = HVFG_KROOT(p) */
         uroot[p] = pa(roots[p][1]);
         info->proc[p].kroot = kroot[p];
         info->proc[p].uroot = uroot[p];
@@ -1081,8 +1085,9 @@ void kmain(uint64_t start_info_pa)
     if ( xen_base )
         xen_setup();
 
-    kprintf("HVFG boot hvfilter test guest info_gpa=0x%x info_va=0x%x version=%u xen=%u",
-            HVFG_INFO_GPA, HVFG_INFO_VA, (uint64_t)HVFG_INFO_VERSION, (uint64_t)(xen_base != 0));
+    kprintf("HVFG boot hvfilter test guest info_gpa=0x%x info_va=0x%x version=%u boot_cr3=0x%x xen=%u",
+            HVFG_INFO_GPA, HVFG_INFO_VA, (uint64_t)HVFG_INFO_VERSION, pa(boot_pml4),
+            (uint64_t)(xen_base != 0));
     if ( xen_base )
         kprintf(" xen_version=%u.%u tsc_khz=%u", (uint64_t)(info->xen_version >> 16),
                 (uint64_t)(info->xen_version & 0xffff), (uint64_t)info->tsc_khz);

@@ -86,6 +86,7 @@ def check_static(info: GuestInfo) -> None:
     assert len(set(roots)) == len(roots)
     for p in info.procs:
         assert p.kroot % 0x2000 == 0, "root pair must be 8 KiB aligned"
+        assert p.kroot == guestinfo.kroot(p.index)        # fixed, documented addresses
         assert p.uroot == p.kroot | 0x1000, "kernel and user root differ only in bit 12"
         assert info.proc_of_cr3(p.uroot) == p.index
 
@@ -142,6 +143,7 @@ def test_banner_and_progress(boot) -> None:
     g: Guest = boot("report=200")
     banner = g.wait_line(r"^HVFG boot ")[0]
     assert f"info_gpa={guestinfo.INFO_GPA:#x}" in banner and "xen=0" in banner
+    assert f"boot_cr3={guestinfo.BOOT_CR3:#x}" in banner
     o = kv(g.wait_line(r"^HVFG options ")[0])
     assert {k: int(o[k]) for k in DEFAULTS} == DEFAULTS
     assert int(o["gap"]) == 8 and o["kpti"] == "1"
