@@ -23,7 +23,7 @@ KBASE: Final = 0xFFFF_FFFF_8000_0000
 INFO_VA: Final = KBASE + INFO_GPA
 INFO_SIZE: Final = 4096
 INFO_MAGIC: Final = 0x4F46_4E49_4746_5648  # "HVFGINFO"
-INFO_VERSION: Final = 2
+INFO_VERSION: Final = 3
 NPROC_BUSY_MAX: Final = 64
 NPROC_MAX: Final = NPROC_BUSY_MAX + 1
 NO_PROC: Final = 0xFFFF_FFFF
@@ -68,8 +68,8 @@ INJECT_KBP: Final = 5
 INJECT_UBP: Final = 6
 INJECT_NAMES: Final = {0: "none", 1: "ud", 2: "gp", 3: "pf", 4: "bp", 5: "kbp", 6: "ubp"}
 
-# (name, struct format) in memory order; "x" padding is never used: padding
-# fields are named and must read as zero.  Offsets follow from the sizes.
+# (name, struct format) in memory order, up to proc[]; "x" padding is never
+# used: padding fields are named (pad*, reserved) and are zero.
 HEADER_FIELDS: Final[tuple[tuple[str, str], ...]] = (
     ("magic", "Q"),
     ("version", "I"),
@@ -92,6 +92,12 @@ HEADER_FIELDS: Final[tuple[tuple[str, str], ...]] = (
     ("opt_rounds", "Q"),
     ("opt_exit", "I"),
     ("opt_bphalt", "I"),
+    ("opt_inject", "I"),
+    ("opt_user", "I"),
+    ("opt_ucalls", "I"),
+    ("opt_cpuid", "I"),
+    ("opt_msr", "I"),
+    ("pad0", "I"),
     ("nprocs", "I"),
     ("target_index", "I"),
     ("kfunc_va", "Q"),
@@ -99,6 +105,11 @@ HEADER_FIELDS: Final[tuple[tuple[str, str], ...]] = (
     ("kfunc_insn", "16s"),
     ("kfunc_insn_len", "I"),
     ("current_proc", "I"),
+    ("ufunc_va", "Q"),
+    ("ufunc_gpa", "Q"),
+    ("ufunc_insn", "16s"),
+    ("ufunc_insn_len", "I"),
+    ("pad1", "I"),
     ("cr3_writes", "Q"),
     ("cr3_writes_boot", "Q"),
     ("slices", "Q"),
@@ -106,10 +117,16 @@ HEADER_FIELDS: Final[tuple[tuple[str, str], ...]] = (
     ("calls", "Q"),
     ("work", "Q"),
     ("rounds", "Q"),
+    ("ucalls", "Q"),
+    ("cpuids", "Q"),
+    ("msr_writes", "Q"),
     ("checks", "Q"),
     ("mismatches", "Q"),
+    ("umismatches", "Q"),
+    ("target_mismatches", "Q"),
     ("as_checks", "Q"),
     ("as_mismatches", "Q"),
+    ("ev_mismatches", "Q"),
     ("round_checksum", "Q"),
     ("round_checksum_ref", "Q"),
     ("exc_count", "Q"),
@@ -120,18 +137,23 @@ HEADER_FIELDS: Final[tuple[tuple[str, str], ...]] = (
     ("last_exc_cr2", "Q"),
     ("last_exc_cr3", "Q"),
     ("bp_selftest_hits", "Q"),
+    ("spurious_irqs", "Q"),
+    ("last_exc_cpl", "I"),
+    ("pad2", "I"),
     ("domctl_ret_dom0", "q"),
     ("domctl_ret_self", "q"),
     ("domctl_ret_own", "q"),
     ("own_domid", "I"),
-    ("opt_inject", "I"),
-    ("spurious_irqs", "Q"),
-    ("opt_user", "I"),
-    ("opt_ucalls", "I"),
-    ("ucalls", "Q"),
-    ("umismatches", "Q"),
-    ("ufunc_va", "Q"),
-    ("ufunc_gpa", "Q"),
+    ("pad3", "I"),
+    ("tsc_khz", "I"),
+    ("pad4", "I"),
+    ("tsc_first", "Q"),
+    ("tsc_round", "Q"),
+    ("tsc_done", "Q"),
+    ("cr3_pending", "Q"),
+    ("cr3_pending_proc", "I"),
+    ("pad5", "I"),
+    ("reserved", "456s"),
 )
 PROC_FIELDS: Final[tuple[tuple[str, str], ...]] = (
     ("kroot", "Q"),
@@ -140,23 +162,10 @@ PROC_FIELDS: Final[tuple[tuple[str, str], ...]] = (
     ("calls", "Q"),
     ("work", "Q"),
     ("cr3_writes", "Q"),
-    ("mismatches", "Q"),
 )
-
-# After proc[]: guest-side time, then gen_start as the very last field.
-TAIL_FIELDS: Final[tuple[tuple[str, str], ...]] = (
-    ("tsc_khz", "I"),
-    ("pad1", "I"),
-    ("tsc_first", "Q"),
-    ("tsc_round", "Q"),
-    ("tsc_done", "Q"),
-    ("cr3_pending", "Q"),
-    ("cr3_pending_proc", "I"),
-    ("pad2", "I"),
-    ("reserved1", "16s"),
-    ("gen_start", "Q"),
-)
-_PADDING: Final = frozenset({"pad1", "pad2", "reserved1"})
+# After proc[]: gen_start, always the last field of the page.
+TAIL_FIELDS: Final[tuple[tuple[str, str], ...]] = (("gen_start", "Q"),)
+_PADDING: Final = frozenset({"pad0", "pad1", "pad2", "pad3", "pad4", "pad5", "reserved"})
 
 _HEADER: Final = struct.Struct("<" + "".join(f for _, f in HEADER_FIELDS))
 _PROC: Final = struct.Struct("<" + "".join(f for _, f in PROC_FIELDS))
@@ -166,7 +175,7 @@ PROC_SIZE: Final = _PROC.size
 TAIL_OFFSET: Final = PROC_OFFSET + NPROC_MAX * PROC_SIZE
 GEN_START_OFFSET: Final = INFO_SIZE - 8
 
-assert PROC_OFFSET == 384 and PROC_SIZE == 56 and TAIL_OFFSET == 4024
+assert PROC_OFFSET == 968 and PROC_SIZE == 48 and TAIL_OFFSET == GEN_START_OFFSET
 assert TAIL_OFFSET + _TAIL.size == INFO_SIZE
 
 
@@ -207,7 +216,6 @@ class ProcInfo:
     calls: int
     work: int
     cr3_writes: int
-    mismatches: int
 
     @property
     def roots(self) -> tuple[int, int]:
@@ -240,12 +248,20 @@ class GuestInfo:
     opt_rounds: int
     opt_exit: int
     opt_bphalt: int
+    opt_inject: int
+    opt_user: int
+    opt_ucalls: int
+    opt_cpuid: int
+    opt_msr: int
     nprocs: int
     target_index: int
     kfunc_va: int
     kfunc_gpa: int
     kfunc_insn: bytes
     current_proc: int
+    ufunc_va: int
+    ufunc_gpa: int
+    ufunc_insn: bytes
     cr3_writes: int
     cr3_writes_boot: int
     slices: int
@@ -253,10 +269,16 @@ class GuestInfo:
     calls: int
     work: int
     rounds: int
+    ucalls: int
+    cpuids: int
+    msr_writes: int
     checks: int
     mismatches: int
+    umismatches: int
+    target_mismatches: int
     as_checks: int
     as_mismatches: int
+    ev_mismatches: int
     round_checksum: int
     round_checksum_ref: int
     exc_count: int
@@ -267,18 +289,12 @@ class GuestInfo:
     last_exc_cr2: int
     last_exc_cr3: int
     bp_selftest_hits: int
+    spurious_irqs: int
+    last_exc_cpl: int
     domctl_ret_dom0: int
     domctl_ret_self: int
     domctl_ret_own: int
     own_domid: int
-    opt_inject: int
-    spurious_irqs: int
-    opt_user: int
-    opt_ucalls: int
-    ucalls: int
-    umismatches: int
-    ufunc_va: int
-    ufunc_gpa: int
     tsc_khz: int
     tsc_first: int
     tsc_round: int
@@ -362,10 +378,12 @@ def parse(page: bytes) -> GuestInfo:
         ProcInfo(i, *_PROC.unpack_from(page, PROC_OFFSET + i * PROC_SIZE))
         for i in range(nprocs)
     )
-    tail = dict(zip((n for n, _ in TAIL_FIELDS), _TAIL.unpack_from(page, TAIL_OFFSET), strict=True))
-    vals.update((k, v) for k, v in tail.items() if k not in _PADDING)
-    insn_len = vals.pop("kfunc_insn_len")
-    vals["kfunc_insn"] = vals["kfunc_insn"][: min(insn_len, 16)]
+    vals.update(zip((n for n, _ in TAIL_FIELDS), _TAIL.unpack_from(page, TAIL_OFFSET), strict=True))
+    for name in ("kfunc", "ufunc"):
+        n = vals.pop(name + "_insn_len")
+        vals[name + "_insn"] = vals[name + "_insn"][: min(n, 16)]
+    for pad in _PADDING:
+        vals.pop(pad)
     return GuestInfo(procs=procs, **vals)
 
 
@@ -381,7 +399,7 @@ def main() -> None:
             print(f"{name:20} {v.hex() if isinstance(v, bytes) else v}")
     for p in info.procs:
         print(f"proc {p.index:2} kroot={p.kroot:#x} uroot={p.uroot:#x} slices={p.slices} "
-              f"calls={p.calls} work={p.work} cr3={p.cr3_writes} mismatch={p.mismatches}")
+              f"calls={p.calls} work={p.work} cr3={p.cr3_writes}")
 
 
 if __name__ == "__main__":

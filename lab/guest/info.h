@@ -29,7 +29,8 @@
  *   - kfunc: its first instruction runs before its group, so at a breakpoint
  *     on it `calls` does not include the call being made.
  *
- * Bump HVFG_INFO_VERSION whenever a field moves or changes meaning.
+ * Bump HVFG_INFO_VERSION whenever a field moves or changes meaning; new
+ * fields go into reserved[] (zero until then) without a bump.
  */
 #ifndef HVFG_INFO_H
 #define HVFG_INFO_H
@@ -39,7 +40,7 @@
 #define HVFG_INFO_VA        (HVFG_KBASE + HVFG_INFO_GPA)
 #define HVFG_INFO_SIZE      4096
 #define HVFG_INFO_MAGIC     0x4f464e4947465648UL   /* "HVFGINFO" */
-#define HVFG_INFO_VERSION   2
+#define HVFG_INFO_VERSION   3
 
 #define HVFG_NPROC_BUSY_MAX 64                     /* nproc= limit */
 #define HVFG_NPROC_MAX      (HVFG_NPROC_BUSY_MAX + 1)  /* + the target, index 0 */
@@ -112,25 +113,24 @@
 #define HVFG_INJECT_UBP     6   /* the same at ufunc (user=1) */
 
 /* Offsets (used by the assembly and checked against the struct below). */
-#define HVFG_OFF_CALLS      176
 #define HVFG_OFF_GEN_DONE   16
-#define HVFG_OFF_SPURIOUS   336
-#define HVFG_OFF_GEN_START  4088
-#define HVFG_OFF_PROC       384
-#define HVFG_PROC_SIZE      56
+#define HVFG_OFF_CALLS      240
+#define HVFG_OFF_SPURIOUS   416
+#define HVFG_OFF_PROC       968
+#define HVFG_PROC_SIZE      48
 #define HVFG_PROC_OFF_CALLS 24
+#define HVFG_OFF_GEN_START  4088
 
 #ifndef __ASSEMBLER__
 #include <stdint.h>
 
-struct hvfg_proc {                 /* 56 bytes */
-    uint64_t kroot;                /* CR3 value of the kernel root */
+struct hvfg_proc {                 /* 48 bytes */
+    uint64_t kroot;                /* CR3 value of the kernel root = HVFG_KROOT(p) */
     uint64_t uroot;                /* CR3 value of the user root = kroot | 0x1000 */
     uint64_t slices;               /* time slices run */
     uint64_t calls;                /* kernel-function calls (counted by the function) */
     uint64_t work;                 /* work units done */
     uint64_t cr3_writes;           /* mov-to-CR3 with this process's kroot or uroot */
-    uint64_t mismatches;           /* slices with a self-check mismatch (kernel or user function) */
 };
 
 struct hvfg_info {
@@ -155,81 +155,98 @@ struct hvfg_info {
     uint32_t opt_selftest_int3;    /*  72 HVFG_SELFTEST_* */
     uint32_t opt_report;           /*  76 rounds between progress lines (0: none) */
     uint64_t opt_rounds;           /*  80 stop after this many rounds (0: never) */
-    uint32_t opt_exit;             /*  88 1: leave QEMU / shut the domain down when done */
+    uint32_t opt_exit;             /*  88 1: leave QEMU / shut the domain down when stopping */
     uint32_t opt_bphalt;           /*  92 1: halt on a reinjected #BP instead of recovering */
+    uint32_t opt_inject;           /*  96 HVFG_INJECT_* (fault injected after round 1) */
+    uint32_t opt_user;             /* 100 1: work and ufunc calls run in ring 3 */
+    uint32_t opt_ucalls;           /* 104 user-function calls per slice (0 with user=0) */
+    uint32_t opt_cpuid;            /* 108 CPUID instructions per slice */
+    uint32_t opt_msr;              /* 112 MSR writes per slice */
+    uint32_t pad0;                 /* 116 zero */
 
-    uint32_t nprocs;               /*  96 entries of proc[] in use = opt_nproc + 1 */
-    uint32_t target_index;         /* 100 0, or HVFG_NO_PROC with target=0 */
-    uint64_t kfunc_va;             /* 104 HVFG_KFUNC_VA */
-    uint64_t kfunc_gpa;            /* 112 HVFG_KFUNC_GPA */
-    uint8_t  kfunc_insn[16];       /* 120 original bytes of the first instruction */
-    uint32_t kfunc_insn_len;       /* 136 its length */
-    uint32_t current_proc;         /* 140 process of the running slice (HVFG_NO_PROC before) */
+    uint32_t nprocs;               /* 120 entries of proc[] in use = opt_nproc + 1 */
+    uint32_t target_index;         /* 124 0, or HVFG_NO_PROC with target=0 */
+    uint64_t kfunc_va;             /* 128 HVFG_KFUNC_VA */
+    uint64_t kfunc_gpa;            /* 136 HVFG_KFUNC_GPA */
+    uint8_t  kfunc_insn[16];       /* 144 original bytes of its first instruction */
+    uint32_t kfunc_insn_len;       /* 160 their number */
+    uint32_t current_proc;         /* 164 process of the running slice (HVFG_NO_PROC before) */
+    uint64_t ufunc_va;             /* 168 HVFG_UFUNC_VA (0 with user=0) */
+    uint64_t ufunc_gpa;            /* 176 HVFG_UFUNC_GPA (0 with user=0) */
+    uint8_t  ufunc_insn[16];       /* 184 original bytes of its first instruction */
+    uint32_t ufunc_insn_len;       /* 200 their number */
+    uint32_t pad1;                 /* 204 zero */
 
     /* Totals. */
-    uint64_t cr3_writes;           /* 144 every mov-to-CR3, including the boot one */
-    uint64_t cr3_writes_boot;      /* 152 of which before the first slice (1) */
-    uint64_t slices;               /* 160 */
-    uint64_t switches;             /* 168 slices whose process differs from the previous one */
-    uint64_t calls;                /* 176 kernel-function calls (counted by the function) */
-    uint64_t work;                 /* 184 */
-    uint64_t rounds;               /* 192 completed rounds (the heartbeat) */
+    uint64_t cr3_writes;           /* 208 every mov-to-CR3, including the boot one */
+    uint64_t cr3_writes_boot;      /* 216 of which before the first slice (1) */
+    uint64_t slices;               /* 224 */
+    uint64_t switches;             /* 232 slices whose process differs from the previous one */
+    uint64_t calls;                /* 240 kernel-function calls (counted by the function) */
+    uint64_t work;                 /* 248 */
+    uint64_t rounds;               /* 256 completed rounds (the heartbeat) */
+    uint64_t ucalls;               /* 264 user-function calls (counted by the function) */
+    uint64_t cpuids;               /* 272 CPUID instructions executed by the slices */
+    uint64_t msr_writes;           /* 280 MSR writes (wrmsr) by the slices */
 
     /* Self-check. */
-    uint64_t checks;               /* 200 slices whose call results were checked */
-    uint64_t mismatches;           /* 208 of which wrong (emulation error) */
-    uint64_t as_checks;            /* 216 work units that verified their private page */
-    uint64_t as_mismatches;        /* 224 of which saw another address space */
-    uint64_t round_checksum;       /* 232 fold of all call results of the last round */
-    uint64_t round_checksum_ref;   /* 240 the same, computed without the kernel function */
+    uint64_t checks;               /* 288 slices whose call results were checked */
+    uint64_t mismatches;           /* 296 of which the kernel function's were wrong */
+    uint64_t umismatches;          /* 304 of which the user function's were wrong */
+    uint64_t target_mismatches;    /* 312 slices of the target with any mismatch */
+    uint64_t as_checks;            /* 320 work units that verified their private page */
+    uint64_t as_mismatches;        /* 328 of which saw another address space */
+    uint64_t ev_mismatches;        /* 336 wrong CPUID results or MSR read-backs */
+    uint64_t round_checksum;       /* 344 fold of all kfunc results of the last round */
+    uint64_t round_checksum_ref;   /* 352 the same, computed without the kernel function */
 
     /* Exceptions. */
-    uint64_t exc_count;            /* 248 every exception except selftest #BPs */
-    uint32_t last_exc_vector;      /* 256 */
-    uint32_t last_exc_proc;        /* 260 current process at the time (HVFG_NO_PROC: none) */
-    uint64_t last_exc_rip;         /* 264 RIP pushed by the CPU (after int3 for #BP) */
-    uint64_t last_exc_error;       /* 272 error code (0 if none) */
-    uint64_t last_exc_cr2;         /* 280 */
-    uint64_t last_exc_cr3;         /* 288 */
-    uint64_t bp_selftest_hits;     /* 296 #BPs handled by the selftest_int3 handler */
+    uint64_t exc_count;            /* 360 every exception except selftest #BPs */
+    uint32_t last_exc_vector;      /* 368 */
+    uint32_t last_exc_proc;        /* 372 current process at the time (HVFG_NO_PROC: none) */
+    uint64_t last_exc_rip;         /* 376 RIP pushed by the CPU (after int3 for #BP) */
+    uint64_t last_exc_error;       /* 384 error code (0 if none) */
+    uint64_t last_exc_cr2;         /* 392 */
+    uint64_t last_exc_cr3;         /* 400 */
+    uint64_t bp_selftest_hits;     /* 408 #BPs handled by the selftest_int3 handler */
+    uint64_t spurious_irqs;        /* 416 interrupts (vectors 32-255) taken; expected 0 */
+    uint32_t last_exc_cpl;         /* 424 CPL of the interrupted code */
+    uint32_t pad2;                 /* 428 zero */
 
     /* Privilege test (domctl=1). */
-    int64_t  domctl_ret_dom0;      /* 304 HYPERVISOR_domctl return, target domain 0 */
-    int64_t  domctl_ret_self;      /* 312 target DOMID_SELF (0x7ff0) */
-    int64_t  domctl_ret_own;       /* 320 target own_domid (if known) */
-    uint32_t own_domid;            /* 328 from CPUID base+4 ECX, HVFG_NO_PROC if unknown */
-    uint32_t opt_inject;           /* 332 HVFG_INJECT_* (fault injected after round 1) */
-    uint64_t spurious_irqs;        /* 336 interrupts (vectors 32-255) taken; expected 0 */
-    uint32_t opt_user;             /* 344 1: work and ufunc calls run in ring 3 */
-    uint32_t opt_ucalls;           /* 348 user-function calls per slice (user=1) */
-    uint64_t ucalls;               /* 352 user-function calls (counted by the function) */
-    uint64_t umismatches;          /* 360 slices whose user-function results were wrong */
-    uint64_t ufunc_va;             /* 368 HVFG_UFUNC_VA (0 with user=0) */
-    uint64_t ufunc_gpa;            /* 376 HVFG_UFUNC_GPA (0 with user=0) */
-
-    struct hvfg_proc proc[HVFG_NPROC_MAX]; /* 384 index 0 = target slot */
+    int64_t  domctl_ret_dom0;      /* 432 HYPERVISOR_domctl return, target domain 0 */
+    int64_t  domctl_ret_self;      /* 440 target DOMID_SELF (0x7ff0) */
+    int64_t  domctl_ret_own;       /* 448 target own_domid (if known) */
+    uint32_t own_domid;            /* 456 from CPUID base+4 ECX, HVFG_NO_PROC if unknown */
+    uint32_t pad3;                 /* 460 zero */
 
     /* Guest-side time: TSC values (rdtsc) and the TSC rate if known. */
-    uint32_t tsc_khz;              /* 4024 from Xen's CPUID leaf base+3 (ECX); 0 if unknown */
-    uint32_t pad1;                 /* 4028 zero */
-    uint64_t tsc_first;            /* 4032 just before the first slice */
-    uint64_t tsc_round;            /* 4040 at the end of the last completed round */
-    uint64_t tsc_done;             /* 4048 = tsc_round of the last round once rounds= is reached (0 before) */
-    uint64_t cr3_pending;          /* 4056 CR3 write counted but maybe not executed yet, 0 if none */
-    uint32_t cr3_pending_proc;     /* 4064 its process, HVFG_NO_PROC if none */
-    uint32_t pad2;                 /* 4068 zero */
-    uint64_t reserved1[2];         /* 4072 zero */
+    uint32_t tsc_khz;              /* 464 from Xen's CPUID leaf base+3 (ECX); 0 if unknown */
+    uint32_t pad4;                 /* 468 zero */
+    uint64_t tsc_first;            /* 472 just before the first slice */
+    uint64_t tsc_round;            /* 480 at the end of the last completed round */
+    uint64_t tsc_done;             /* 488 = tsc_round of the last round once rounds= is reached */
+
+    /* The CR3 write in flight (see "Consistency"). */
+    uint64_t cr3_pending;          /* 496 counted but maybe not executed yet; 0 if none */
+    uint32_t cr3_pending_proc;     /* 504 its process, HVFG_NO_PROC if none */
+    uint32_t pad5;                 /* 508 zero */
+
+    uint64_t reserved[57];         /* 512 zero (room for new fields) */
+
+    struct hvfg_proc proc[HVFG_NPROC_MAX]; /* 968 index 0 = target slot */
+
     uint64_t gen_start;            /* 4088 see "Consistency" above; always the last field */
 };
 
 _Static_assert(sizeof(struct hvfg_proc) == HVFG_PROC_SIZE, "proc size");
 _Static_assert(sizeof(struct hvfg_info) == HVFG_INFO_SIZE, "info size");
+_Static_assert(__builtin_offsetof(struct hvfg_info, gen_done) == HVFG_OFF_GEN_DONE, "gen_done");
 _Static_assert(__builtin_offsetof(struct hvfg_info, calls) == HVFG_OFF_CALLS, "calls");
-_Static_assert(__builtin_offsetof(struct hvfg_info, proc) == HVFG_OFF_PROC, "proc");
 _Static_assert(__builtin_offsetof(struct hvfg_info, spurious_irqs) == HVFG_OFF_SPURIOUS, "spurious");
+_Static_assert(__builtin_offsetof(struct hvfg_info, proc) == HVFG_OFF_PROC, "proc");
 _Static_assert(__builtin_offsetof(struct hvfg_proc, calls) == HVFG_PROC_OFF_CALLS, "pcalls");
 _Static_assert(__builtin_offsetof(struct hvfg_info, gen_start) == HVFG_OFF_GEN_START, "gen_start");
-_Static_assert(__builtin_offsetof(struct hvfg_info, gen_done) == HVFG_OFF_GEN_DONE, "gen_done");
 #endif /* __ASSEMBLER__ */
 
 #endif /* HVFG_INFO_H */

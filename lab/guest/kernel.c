@@ -130,6 +130,13 @@ static inline void wrmsr(uint32_t msr, uint64_t v)
     __asm__ volatile("wrmsr" :: "c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)));
 }
 
+static inline uint64_t rdmsr(uint32_t msr)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
+    return ((uint64_t)hi << 32) | lo;
+}
+
 static inline uint64_t read_cr2(void)
 {
     uint64_t v;
@@ -224,7 +231,7 @@ static void kprintf(const char *fmt, ...)
 /* ---- options ------------------------------------------------------------ */
 static struct {
     uint32_t nproc, target, quiet, gap, calls, work, kpti, domctl, selftest;
-    uint32_t report, exit, bphalt, inject, user, ucalls;
+    uint32_t report, exit, bphalt, inject, user, ucalls, cpuid, msr;
     uint64_t rounds;
     int gap_given;
 } opt = {
@@ -339,6 +346,8 @@ static void parse_cmdline(const char *s)
         else if ( KEY("bphalt") ) set_u32(tok, tn, val, vn, &opt.bphalt, 0, 1);
         else if ( KEY("user") ) set_u32(tok, tn, val, vn, &opt.user, 0, 1);
         else if ( KEY("ucalls") ) set_u32(tok, tn, val, vn, &opt.ucalls, 0, 100000);
+        else if ( KEY("cpuid") ) set_u32(tok, tn, val, vn, &opt.cpuid, 0, 100000);
+        else if ( KEY("msr") ) set_u32(tok, tn, val, vn, &opt.msr, 0, 100000);
         else if ( KEY("rounds") )
         {
             uint64_t v;
@@ -514,6 +523,7 @@ static void __attribute__((noreturn)) finish(void)
         {
             /* QEMU isa-debug-exit (if configured): exit status (v << 1) | 1. */
             uint32_t bad = info->mismatches || info->umismatches || info->as_mismatches ||
+                           info->ev_mismatches ||
                            info->exc_count ||
                            info->state != HVFG_STATE_DONE;
             outl(QEMU_DEBUG_EXIT_PORT, bad);
@@ -620,6 +630,7 @@ void exception_handler(struct frame *f)
     info->last_exc_error = f->err;
     info->last_exc_cr2 = cr2;
     info->last_exc_cr3 = cr3;
+    info->last_exc_cpl = cpl;
 
     kprintf("HVFG EXCEPTION vector=%u name=%s rip=0x%x cpl=%u err=0x%x cr2=0x%x cr3=0x%x proc=%d count=%u\n",
             f->vec, exc_names[f->vec & 31], f->rip, (uint64_t)cpl, f->err, cr2, cr3,
@@ -754,6 +765,17 @@ static void build_processes(void)
 
 /* ---- the schedule ------------------------------------------------------- */
 static uint32_t prev_proc = HVFG_NO_PROC;
+static uint32_t cpuid0[4];        /* CPUID leaf 0 at boot: the reference */
+static uint64_t msr_seq;
+
+#define MSR_LSTAR 0xc0000082U
+
+/* The value of the n-th LSTAR write: canonical, distinct per process and
+ * write (the guest never executes syscall, so LSTAR is free to use). */
+static inline uint64_t msr_value(uint32_t p, uint64_t n)
+{
+    return HVFG_KBASE + 0x10000000UL + ((uint64_t)p << 20) + ((n & 0xffff) << 4);
+}
 static uint64_t seen_ucalls[HVFG_NPROC_MAX], seen_bad[HVFG_NPROC_MAX];
 static uint64_t round_sum, round_ref;
 
@@ -839,10 +861,7 @@ static void run_slice(uint32_t p)
         info->ucalls = info->ucalls + (pp->ucalls - seen_ucalls[p]);
         seen_ucalls[p] = pp->ucalls;
         if ( uacc != uref )
-        {
             info->umismatches = info->umismatches + 1;
-            pi->mismatches = pi->mismatches + 1;
-        }
     }
     grp_end();
 
@@ -860,14 +879,35 @@ static void run_slice(uint32_t p)
         ref = ((ref << 7) | (ref >> 57)) ^ kfunc_ref(p, x);
     }
 
+    /* Other monitorable events: CPUID (leaf 0, checked against the boot
+     * result) and MSR writes (LSTAR, read back: a write the hypervisor lets
+     * pass must commit). */
+    uint64_t ev_bad = 0;
+    for ( uint32_t i = 0; i < opt.cpuid; i++ )
+    {
+        uint32_t a, b, c, d;
+        cpuid(0, &a, &b, &c, &d);
+        if ( a != cpuid0[0] || b != cpuid0[1] || c != cpuid0[2] || d != cpuid0[3] )
+            ev_bad++;
+    }
+    for ( uint32_t i = 0; i < opt.msr; i++ )
+    {
+        uint64_t v = msr_value(p, msr_seq++);
+        wrmsr(MSR_LSTAR, v);
+        if ( rdmsr(MSR_LSTAR) != v )
+            ev_bad++;
+    }
+
     grp_begin();
+    info->cpuids = info->cpuids + opt.cpuid;
+    info->msr_writes = info->msr_writes + opt.msr;
+    if ( ev_bad )
+        info->ev_mismatches = info->ev_mismatches + ev_bad;
     info->checks = info->checks + 1;
     if ( acc != ref )
-    {
         info->mismatches = info->mismatches + 1;
-        if ( !(opt.user && uacc != uref) )   /* one per slice */
-            pi->mismatches = pi->mismatches + 1;
-    }
+    if ( opt.target && p == 0 && (acc != ref || uacc != uref || ev_bad) )
+        info->target_mismatches = info->target_mismatches + 1;
     grp_end();
     round_sum = round_sum * 31 + acc;
     round_ref = round_ref * 31 + ref;
@@ -882,11 +922,14 @@ static void report(void)
             info->exc_count);
     if ( opt.user )
         kprintf("HVFG user ucalls=%u umismatch=%u\n", info->ucalls, info->umismatches);
+    if ( opt.cpuid || opt.msr )
+        kprintf("HVFG events cpuid=%u msr=%u ev_mismatch=%u\n", info->cpuids, info->msr_writes,
+                info->ev_mismatches);
     if ( opt.target )
     {
         volatile struct hvfg_proc *t = &info->proc[0];
         kprintf("HVFG target proc=0 slices=%u cr3=%u calls=%u work=%u mismatch=%u share_ppm=%u\n",
-                t->slices, t->cr3_writes, t->calls, t->work, t->mismatches,
+                t->slices, t->cr3_writes, t->calls, t->work, info->target_mismatches,
                 info->slices ? t->slices * 1000000 / info->slices : 0);
     }
     uint64_t smin = ~0UL, smax = 0, wmin = ~0UL, wmax = 0;
@@ -1054,11 +1097,17 @@ void kmain(uint64_t start_info_pa)
     info->opt_inject = opt.inject;
     info->opt_user = opt.user;
     info->opt_ucalls = opt.user ? opt.ucalls : 0;
+    info->opt_cpuid = opt.cpuid;
+    info->opt_msr = opt.msr;
     if ( opt.user )
     {
         info->ufunc_va = HVFG_UFUNC_VA;
         info->ufunc_gpa = HVFG_UFUNC_GPA;
+        for ( uint32_t i = 0; i < ufunc_insn_len; i++ )
+            info->ufunc_insn[i] = ufunc_insn[i];
+        info->ufunc_insn_len = ufunc_insn_len;
     }
+    cpuid(0, &cpuid0[0], &cpuid0[1], &cpuid0[2], &cpuid0[3]);
     info->nprocs = nprocs;
     info->target_index = opt.target ? 0 : HVFG_NO_PROC;
     info->kfunc_va = HVFG_KFUNC_VA;
@@ -1093,11 +1142,13 @@ void kmain(uint64_t start_info_pa)
                 (uint64_t)(info->xen_version & 0xffff), (uint64_t)info->tsc_khz);
     kprintf("\nHVFG cmdline \"%s\"\n", cmdline);
     kprintf("HVFG options nproc=%u target=%u quiet=%u gap=%u calls=%u work=%u kpti=%u "
-            "domctl=%u selftest_int3=%u rounds=%u report=%u exit=%u bphalt=%u user=%u ucalls=%u\n",
+            "domctl=%u selftest_int3=%u rounds=%u report=%u exit=%u bphalt=%u user=%u ucalls=%u "
+            "cpuid=%u msr=%u\n",
             (uint64_t)opt.nproc, (uint64_t)opt.target, (uint64_t)opt.quiet, (uint64_t)opt.gap,
             (uint64_t)opt.calls, (uint64_t)opt.work, (uint64_t)opt.kpti, (uint64_t)opt.domctl,
             (uint64_t)opt.selftest, opt.rounds, (uint64_t)opt.report, (uint64_t)opt.exit,
-            (uint64_t)opt.bphalt, (uint64_t)opt.user, (uint64_t)(opt.user ? opt.ucalls : 0));
+            (uint64_t)opt.bphalt, (uint64_t)opt.user, (uint64_t)(opt.user ? opt.ucalls : 0),
+            (uint64_t)opt.cpuid, (uint64_t)opt.msr);
     kprintf("HVFG kfunc va=0x%x gpa=0x%x len=%u insn=", HVFG_KFUNC_VA, HVFG_KFUNC_GPA,
             (uint64_t)kfunc_insn_len);
     for ( uint32_t i = 0; i < kfunc_insn_len; i++ )
