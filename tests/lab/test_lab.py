@@ -1,6 +1,8 @@
-"""End-to-end lab tests on stock (plain) Xen; results come from one boot."""
+"""End-to-end lab tests; all scenarios run in one boot (tests/lab/conftest.py)."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -53,3 +55,14 @@ def test_hvfilter_binding_on_this_hypervisor(lab) -> None:
         assert "not patched" in res["data"]["info_error"]
     else:
         assert "info" in res["data"]
+
+
+@pytest.mark.skipif(os.environ.get("XEN_VARIANT", "plain") != "patched",
+                    reason="needs hvfilter in the hypervisor: make lab-test XEN_VARIANT=patched")
+def test_hvfilter_process_bound_on_patched_xen(lab) -> None:
+    res = lab.result("hvfilter_process_bound")
+    lab.assert_passed(res)
+    d = res["data"]
+    assert d["filter_seen"] == d["guest_cr3_writes"] - d["before_install"]
+    assert d["filter_forwarded"] == d["expected_forwarded"] == d["libvmi_after_install"]
+    assert d["filter_passed"] == d["filter_seen"] - d["filter_forwarded"]
