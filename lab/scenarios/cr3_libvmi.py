@@ -26,7 +26,7 @@ import time
 from collections import Counter
 
 import guestinfo
-from hvlab import Context, LabError, log, wait_until
+from hvlab import Context, LabError, log
 
 TIMEOUT = 420
 ROUNDS = 300                  # x (nproc + 1) slices x 3 CR3 writes = 4,500 events
