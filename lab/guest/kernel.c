@@ -1032,6 +1032,28 @@ static void __attribute__((noreturn)) schedule(void)
 }
 
 /* ---- boot --------------------------------------------------------------- */
+/* RAM check from the start info's memory map (version >= 1): is
+ * [start, end) inside one RAM entry?  1 yes, 0 no, -1 unknown (no map). */
+static int ram_covers(uint64_t si_pa, uint64_t start, uint64_t end)
+{
+    const volatile uint32_t *si = va_of(si_pa);
+    if ( si[1] < 1 )
+        return -1;
+    uint64_t map = *(const volatile uint64_t *)va_of(si_pa + 40);
+    uint32_t n = si[12];
+    if ( !map || map >= 0x40000000UL || !n || n > 128 )
+        return -1;
+    for ( uint32_t i = 0; i < n; i++ )
+    {
+        const volatile uint64_t *e = va_of(map + 24UL * i);   /* addr, size, type */
+        if ( (uint32_t)e[2] == 1 && e[0] <= start && end <= e[0] + e[1] )
+            return 1;
+    }
+    return 0;
+}
+
+static uint64_t start_info;        /* its guest-physical address, if valid */
+
 static void read_start_info(uint64_t si_pa)
 {
     cmdline[0] = 0;
@@ -1046,6 +1068,7 @@ static void read_start_info(uint64_t si_pa)
         kprintf("HVFG warning bad start info magic 0x%x: defaults\n", (uint64_t)si[0]);
         return;
     }
+    start_info = si_pa;
     uint64_t cl = *(const volatile uint64_t *)va_of(si_pa + 24);
     if ( !cl || cl >= 0x40000000UL )
         return;
@@ -1072,6 +1095,13 @@ void kmain(uint64_t start_info_pa)
     outb(0xa1, 0xff);
     read_start_info(start_info_pa);
     detect_xen();
+    /* The image and the info page must be RAM (memory = 32 is plenty). */
+    if ( start_info && ram_covers(start_info, HVFG_INFO_GPA, HVFG_INFO_GPA + HVFG_INFO_SIZE) == 0 )
+    {
+        kprintf("HVFG FATAL the info page at 0x%x is not RAM: give the guest at least %u MiB\n",
+                HVFG_INFO_GPA, (uint64_t)((HVFG_INFO_GPA + HVFG_INFO_SIZE) >> 20) + 1);
+        halt_forever();
+    }
 
     memset((void *)HVFG_INFO_VA, 0, HVFG_INFO_SIZE);
     parse_cmdline(cmdline);

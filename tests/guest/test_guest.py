@@ -413,3 +413,12 @@ def test_page_is_consistent_at_trap_points(boot, guest_elf: Path) -> None:
         assert info.current_proc == owner.index          # ... with its slice
         assert 3 * (owner.slices - 1) < owner.cr3_writes <= 3 * owner.slices
     assert seen == {a for a, _ in sites}
+
+
+def test_too_little_memory_is_refused(boot) -> None:
+    """The info page (16 MiB) must be RAM: with 16 MiB the guest says so
+    instead of faulting."""
+    g = boot("rounds=1", mem_mb=16)
+    line = g.wait_line(r"^HVFG FATAL ")[0]
+    assert "not RAM" in line and "17 MiB" in line
+    assert not g.lines("HVFG running")
