@@ -152,7 +152,47 @@ kfunc_after_insn:
     ret
     .size kfunc, . - kfunc
 
+/* uint64_t kfunc2(uint64_t proc, uint64_t x), at HVFG_KFUNC2_VA (calls2=).
+ * Its first instruction loads an 8-byte constant RIP-relatively: emulating
+ * it anywhere but at its own address (or copying it out of line without
+ * relocating the displacement) loads something else. */
+#define KFUNC2_INSN .byte 0x48, 0x8b, 0x05; .long kfunc2_k - kfunc2_after_insn
+    .org kfunc + HVFG_KFUNC2_OFF
+    .globl kfunc2
+    .type kfunc2, @function
+kfunc2:
+    KFUNC2_INSN                         /* mov kfunc2_k(%rip), %rax */
+kfunc2_after_insn:
+    incq    (HVFG_INFO_VA + HVFG_OFF_GEN_START)
+    incq    (HVFG_INFO_VA + HVFG_OFF_CALLS2)
+    mov     (HVFG_INFO_VA + HVFG_OFF_GEN_START), %rcx
+    mov     %rcx, (HVFG_INFO_VA + HVFG_OFF_GEN_DONE)
+    xor     %rsi, %rax
+    add     %rdi, %rax
+    mov     %rax, %rdx
+    shr     $27, %rdx
+    xor     %rdx, %rax
+    imul    $0x165667b1, %rax, %rax
+    ret
+    .size kfunc2, . - kfunc2
+    .org kfunc + HVFG_KFUNC2_K_OFF
+kfunc2_k:
+    .quad 0x9e3779b97f4a7c15
+
     .section .rodata
+    .globl kfunc2_insn, kfunc2_insn_len, kfunc2_resume, kfunc2_k_addr
+kfunc2_insn:
+    KFUNC2_INSN
+kfunc2_insn_end:
+    .balign 4
+kfunc2_insn_len:
+    .long kfunc2_insn_end - kfunc2_insn
+    .balign 8
+kfunc2_resume:
+    .quad kfunc2_after_insn
+kfunc2_k_addr:
+    .quad kfunc2_k
+
     .globl kfunc_insn, kfunc_insn_len, kfunc_resume
 kfunc_insn:
     KFUNC_INSN

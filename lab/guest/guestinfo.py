@@ -29,6 +29,8 @@ NPROC_MAX: Final = NPROC_BUSY_MAX + 1
 NO_PROC: Final = 0xFFFF_FFFF
 KFUNC_GPA: Final = 0x10_1000
 KFUNC_VA: Final = KBASE + KFUNC_GPA
+KFUNC2_GPA: Final = KFUNC_GPA + 0x800
+KFUNC2_VA: Final = KBASE + KFUNC2_GPA
 PRIV_VA: Final = 0x40_0000
 BOOT_CR3: Final = 0x1F_C000
 ROOTS_GPA: Final = 0x20_0000
@@ -66,7 +68,10 @@ INJECT_PF: Final = 3
 INJECT_BP: Final = 4
 INJECT_KBP: Final = 5
 INJECT_UBP: Final = 6
-INJECT_NAMES: Final = {0: "none", 1: "ud", 2: "gp", 3: "pf", 4: "bp", 5: "kbp", 6: "ubp"}
+INJECT_K2BP: Final = 7
+INJECT_NAMES: Final = {
+    0: "none", 1: "ud", 2: "gp", 3: "pf", 4: "bp", 5: "kbp", 6: "ubp", 7: "k2bp",
+}
 
 # (name, struct format) in memory order, up to proc[]; "x" padding is never
 # used: padding fields are named (pad*, reserved) and are zero.
@@ -153,7 +158,16 @@ HEADER_FIELDS: Final[tuple[tuple[str, str], ...]] = (
     ("cr3_pending", "Q"),
     ("cr3_pending_proc", "I"),
     ("pad5", "I"),
-    ("reserved", "456s"),
+    ("opt_calls2", "I"),
+    ("pad6", "I"),
+    ("kfunc2_va", "Q"),
+    ("kfunc2_gpa", "Q"),
+    ("kfunc2_insn", "16s"),
+    ("kfunc2_insn_len", "I"),
+    ("pad7", "I"),
+    ("calls2", "Q"),
+    ("mismatches2", "Q"),
+    ("reserved", "392s"),
 )
 PROC_FIELDS: Final[tuple[tuple[str, str], ...]] = (
     ("kroot", "Q"),
@@ -165,7 +179,9 @@ PROC_FIELDS: Final[tuple[tuple[str, str], ...]] = (
 )
 # After proc[]: gen_start, always the last field of the page.
 TAIL_FIELDS: Final[tuple[tuple[str, str], ...]] = (("gen_start", "Q"),)
-_PADDING: Final = frozenset({"pad0", "pad1", "pad2", "pad3", "pad4", "pad5", "reserved"})
+_PADDING: Final = frozenset(
+    {"pad0", "pad1", "pad2", "pad3", "pad4", "pad5", "pad6", "pad7", "reserved"}
+)
 
 _HEADER: Final = struct.Struct("<" + "".join(f for _, f in HEADER_FIELDS))
 _PROC: Final = struct.Struct("<" + "".join(f for _, f in PROC_FIELDS))
@@ -301,6 +317,12 @@ class GuestInfo:
     tsc_done: int
     cr3_pending: int
     cr3_pending_proc: int
+    opt_calls2: int
+    kfunc2_va: int
+    kfunc2_gpa: int
+    kfunc2_insn: bytes
+    calls2: int
+    mismatches2: int
     procs: tuple[ProcInfo, ...]
 
     @property
@@ -379,7 +401,7 @@ def parse(page: bytes) -> GuestInfo:
         for i in range(nprocs)
     )
     vals.update(zip((n for n, _ in TAIL_FIELDS), _TAIL.unpack_from(page, TAIL_OFFSET), strict=True))
-    for name in ("kfunc", "ufunc"):
+    for name in ("kfunc", "kfunc2", "ufunc"):
         n = vals.pop(name + "_insn_len")
         vals[name + "_insn"] = vals[name + "_insn"][: min(n, 16)]
     for pad in _PADDING:

@@ -49,6 +49,12 @@
 /* Kernel function: fixed virtual and guest-physical address. */
 #define HVFG_KFUNC_GPA      0x00101000UL
 #define HVFG_KFUNC_VA       (HVFG_KBASE + HVFG_KFUNC_GPA)
+/* Second kernel function (calls2=), in the same page: its first instruction
+ * is RIP-relative. */
+#define HVFG_KFUNC2_OFF     0x800
+#define HVFG_KFUNC2_GPA     (HVFG_KFUNC_GPA + HVFG_KFUNC2_OFF)
+#define HVFG_KFUNC2_VA      (HVFG_KBASE + HVFG_KFUNC2_GPA)
+#define HVFG_KFUNC2_K_OFF   0xf00                  /* its 8-byte constant, page offset */
 
 /* Page tables at fixed guest-physical addresses (guest.ld): the boot PML4
  * (the first CR3 value) and the root pairs, kernel root of process p at
@@ -111,11 +117,13 @@
 #define HVFG_INJECT_BP      4   /* int3 in ordinary code (not kfunc) */
 #define HVFG_INJECT_KBP     5   /* int3 left at kfunc, as if a VMI #BP were reinjected */
 #define HVFG_INJECT_UBP     6   /* the same at ufunc (user=1) */
+#define HVFG_INJECT_K2BP    7   /* the same at kfunc2 (calls2=) */
 
 /* Offsets (used by the assembly and checked against the struct below). */
 #define HVFG_OFF_GEN_DONE   16
 #define HVFG_OFF_CALLS      240
 #define HVFG_OFF_SPURIOUS   416
+#define HVFG_OFF_CALLS2     560
 #define HVFG_OFF_PROC       968
 #define HVFG_PROC_SIZE      48
 #define HVFG_PROC_OFF_CALLS 24
@@ -193,7 +201,7 @@ struct hvfg_info {
     uint64_t checks;               /* 288 slices whose call results were checked */
     uint64_t mismatches;           /* 296 of which the kernel function's were wrong */
     uint64_t umismatches;          /* 304 of which the user function's were wrong */
-    uint64_t target_mismatches;    /* 312 slices of the target with any mismatch */
+    uint64_t target_mismatches;    /* 312 slices of the target with any mismatch (any check) */
     uint64_t as_checks;            /* 320 work units that verified their private page */
     uint64_t as_mismatches;        /* 328 of which saw another address space */
     uint64_t ev_mismatches;        /* 336 wrong CPUID results or MSR read-backs */
@@ -232,7 +240,18 @@ struct hvfg_info {
     uint32_t cr3_pending_proc;     /* 504 its process, HVFG_NO_PROC if none */
     uint32_t pad5;                 /* 508 zero */
 
-    uint64_t reserved[57];         /* 512 zero (room for new fields) */
+    /* The second kernel function (calls2=). */
+    uint32_t opt_calls2;           /* 512 kfunc2 calls per slice */
+    uint32_t pad6;                 /* 516 zero */
+    uint64_t kfunc2_va;            /* 520 HVFG_KFUNC2_VA */
+    uint64_t kfunc2_gpa;           /* 528 HVFG_KFUNC2_GPA */
+    uint8_t  kfunc2_insn[16];      /* 536 original bytes of its first instruction */
+    uint32_t kfunc2_insn_len;      /* 552 their number */
+    uint32_t pad7;                 /* 556 zero */
+    uint64_t calls2;               /* 560 kfunc2 calls (counted by the function) */
+    uint64_t mismatches2;          /* 568 slices whose kfunc2 results were wrong */
+
+    uint64_t reserved[49];         /* 576 zero (room for new fields) */
 
     struct hvfg_proc proc[HVFG_NPROC_MAX]; /* 968 index 0 = target slot */
 
@@ -244,6 +263,7 @@ _Static_assert(sizeof(struct hvfg_info) == HVFG_INFO_SIZE, "info size");
 _Static_assert(__builtin_offsetof(struct hvfg_info, gen_done) == HVFG_OFF_GEN_DONE, "gen_done");
 _Static_assert(__builtin_offsetof(struct hvfg_info, calls) == HVFG_OFF_CALLS, "calls");
 _Static_assert(__builtin_offsetof(struct hvfg_info, spurious_irqs) == HVFG_OFF_SPURIOUS, "spurious");
+_Static_assert(__builtin_offsetof(struct hvfg_info, calls2) == HVFG_OFF_CALLS2, "calls2");
 _Static_assert(__builtin_offsetof(struct hvfg_info, proc) == HVFG_OFF_PROC, "proc");
 _Static_assert(__builtin_offsetof(struct hvfg_proc, calls) == HVFG_PROC_OFF_CALLS, "pcalls");
 _Static_assert(__builtin_offsetof(struct hvfg_info, gen_start) == HVFG_OFF_GEN_START, "gen_start");

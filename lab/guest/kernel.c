@@ -32,6 +32,11 @@
 
 /* ---- symbols from boot.S / guest.ld ------------------------------------ */
 extern uint64_t kfunc(uint64_t proc, uint64_t x);
+extern uint64_t kfunc2(uint64_t proc, uint64_t x);
+extern const uint8_t kfunc2_insn[];
+extern const uint32_t kfunc2_insn_len;
+extern const uint64_t kfunc2_resume;
+extern const uint64_t kfunc2_k_addr;
 extern const uint8_t kfunc_insn[];
 extern const uint32_t kfunc_insn_len;
 extern const uint64_t kfunc_resume;
@@ -81,6 +86,7 @@ static uint8_t priv_pages[HVFG_NPROC_MAX][PAGE_SIZE]
     __attribute__((section(".bss.pgt_priv"), aligned(4096)));
 static uint8_t hypercall_page[PAGE_SIZE] __attribute__((aligned(4096)));
 static uint8_t tramp[2][32] __attribute__((section(".data.tramp"), aligned(32)));
+static uint8_t tramp2[2][32] __attribute__((section(".data.tramp"), aligned(32)));
 
 static inline uint64_t pa(const volatile void *va)
 {
@@ -231,7 +237,7 @@ static void kprintf(const char *fmt, ...)
 /* ---- options ------------------------------------------------------------ */
 static struct {
     uint32_t nproc, target, quiet, gap, calls, work, kpti, domctl, selftest;
-    uint32_t report, exit, bphalt, inject, user, ucalls, cpuid, msr;
+    uint32_t report, exit, bphalt, inject, user, ucalls, cpuid, msr, calls2;
     uint64_t rounds;
     int gap_given;
 } opt = {
@@ -241,8 +247,8 @@ static struct {
 
 static char cmdline[512];
 
-static const char *const inject_names[] = { "none", "ud", "gp", "pf", "bp", "kbp", "ubp" };
-#define NINJECT 7
+static const char *const inject_names[] = { "none", "ud", "gp", "pf", "bp", "kbp", "ubp", "k2bp" };
+#define NINJECT 8
 
 static int streq_n(const char *a, const char *b, size_t n)
 {
@@ -347,6 +353,7 @@ static void parse_cmdline(const char *s)
         else if ( KEY("user") ) set_u32(tok, tn, val, vn, &opt.user, 0, 1);
         else if ( KEY("ucalls") ) set_u32(tok, tn, val, vn, &opt.ucalls, 0, 100000);
         else if ( KEY("cpuid") ) set_u32(tok, tn, val, vn, &opt.cpuid, 0, 100000);
+        else if ( KEY("calls2") ) set_u32(tok, tn, val, vn, &opt.calls2, 0, 100000);
         else if ( KEY("msr") ) set_u32(tok, tn, val, vn, &opt.msr, 0, 100000);
         else if ( KEY("rounds") )
         {
@@ -365,7 +372,7 @@ static void parse_cmdline(const char *s)
             if ( i < NINJECT )
                 opt.inject = i;
             else
-                opt_warn(tok, tn, "ignored: use none, ud, gp, pf, bp, kbp or ubp");
+                opt_warn(tok, tn, "ignored: use none, ud, gp, pf, bp, kbp, ubp or k2bp");
         }
         else if ( KEY("selftest_int3") )
         {
@@ -523,7 +530,7 @@ static void __attribute__((noreturn)) finish(void)
         {
             /* QEMU isa-debug-exit (if configured): exit status (v << 1) | 1. */
             uint32_t bad = info->mismatches || info->umismatches || info->as_mismatches ||
-                           info->ev_mismatches ||
+                           info->ev_mismatches || info->mismatches2 ||
                            info->exc_count ||
                            info->state != HVFG_STATE_DONE;
             outl(QEMU_DEBUG_EXIT_PORT, bad);
@@ -600,25 +607,52 @@ static const char *const exc_names[32] = {
     "#22", "#23", "#24", "#25", "#26", "#27", "#HV", "#VC", "#SX", "#31",
 };
 
-void exception_handler(struct frame *f);
-void exception_handler(struct frame *f)
+/* The places where an int3 can legitimately appear: the first byte of each
+ * function a VMI tool may breakpoint.  tramp[0] runs the original
+ * instruction out of line and jumps back after it; tramp[1] is the
+ * deliberately wrong variant for selftest_int3=bad. */
+struct bp_site {
+    const char *name;
+    uint64_t va;              /* where the int3 sits (its CPL's address) */
+    uint64_t kva;             /* the same byte through the kernel mapping */
+    unsigned cpl;
+    int enabled;
+    uint64_t tramp[2];
+};
+static struct bp_site bp_sites[3];
+
+static struct bp_site *bp_site_at(const struct frame *f, int *not_advanced)
 {
-    uint64_t kva = HVFG_KFUNC_VA;
-    unsigned cpl = f->cs & 3;
     /* An int3 pushes the address after it; a #BP injected as a hardware
      * exception (a hypervisor bug) would show the int3's own address:
      * recognise both, and say which. */
-    int at_kfunc = f->vec == 3 && cpl == 0 && (f->rip - 1 == kva || f->rip == kva);
-    int at_ufunc = f->vec == 3 && cpl == 3 && opt.user &&
-                   (f->rip - 1 == HVFG_UFUNC_VA || f->rip == HVFG_UFUNC_VA);
-    int not_advanced = f->vec == 3 && (f->rip == kva || f->rip == HVFG_UFUNC_VA);
+    for ( unsigned i = 0; i < 3; i++ )
+    {
+        struct bp_site *s = &bp_sites[i];
+        if ( !s->enabled || f->vec != 3 || (f->cs & 3) != s->cpl )
+            continue;
+        if ( f->rip - 1 == s->va || f->rip == s->va )
+        {
+            *not_advanced = f->rip == s->va;
+            return s;
+        }
+    }
+    return NULL;
+}
+
+void exception_handler(struct frame *f);
+void exception_handler(struct frame *f)
+{
+    unsigned cpl = f->cs & 3;
+    int not_advanced = 0;
+    struct bp_site *site = bp_site_at(f, &not_advanced);
     int bad = opt.selftest == HVFG_SELFTEST_BAD;
 
-    if ( (at_kfunc || at_ufunc) && !not_advanced && opt.selftest != HVFG_SELFTEST_OFF )
+    if ( site && !not_advanced && opt.selftest != HVFG_SELFTEST_OFF )
     {
         /* Our own breakpoint: run the original instruction out of line. */
         info->bp_selftest_hits = info->bp_selftest_hits + 1;
-        f->rip = at_kfunc ? (uint64_t)(uintptr_t)tramp[bad] : utramp_va(bad);
+        f->rip = site->tramp[bad];
         return;
     }
 
@@ -637,41 +671,27 @@ void exception_handler(struct frame *f)
             cur_proc == HVFG_NO_PROC ? (int64_t)-1 : (int64_t)cur_proc,
             info->exc_count);
 
-    if ( at_kfunc && !opt.bphalt )
+    if ( site && !opt.bphalt )
     {
-        /* A #BP reinjected at the kernel function (a VMI breakpoint that the
-         * hypervisor did not handle).  Continuing is safe: if the int3 is
-         * still there, execute the original instruction out of line (the
-         * guest knows its bytes); if it has been removed, re-execute it. */
-        volatile uint8_t *k = (volatile uint8_t *)kva;
-        int present = *k == 0xcc;
-        f->rip = present ? (uint64_t)(uintptr_t)tramp[0] : kva;
-        kprintf("HVFG EXCEPTION reinjected #BP at kfunc%s: recovered via %s, continuing\n",
-                not_advanced ? " (RIP not advanced past the int3)" : "",
+        /* A #BP reinjected at a breakpointable function (a VMI breakpoint
+         * that the hypervisor did not handle).  Continuing is safe: if the
+         * int3 is still there, execute the original instruction out of line
+         * (the guest knows its bytes); if it has been removed, re-execute. */
+        int present = *(volatile uint8_t *)site->kva == 0xcc;
+        f->rip = present ? site->tramp[0] : site->va;
+        kprintf("HVFG EXCEPTION reinjected #BP at %s%s: recovered via %s, continuing\n",
+                site->name, not_advanced ? " (RIP not advanced past the int3)" : "",
                 present ? "trampoline" : "re-execution");
         return;
     }
-    if ( at_ufunc && !opt.bphalt )
-    {
-        /* The same for the user function (ring 3): the trampoline lives in
-         * the user page. */
-        int present = *(volatile uint8_t *)(HVFG_KBASE + HVFG_UFUNC_GPA) == 0xcc;
-        f->rip = present ? utramp_va(0) : HVFG_UFUNC_VA;
-        kprintf("HVFG EXCEPTION reinjected #BP at ufunc%s: recovered via %s, continuing\n",
-                not_advanced ? " (RIP not advanced past the int3)" : "",
-                present ? "trampoline" : "re-execution");
-        return;
-    }
-    at_kfunc |= at_ufunc;
 
-    info->halt_reason = at_kfunc ? HVFG_HALT_BP : HVFG_HALT_EXCEPTION;
+    info->halt_reason = site ? HVFG_HALT_BP : HVFG_HALT_EXCEPTION;
     info->state = HVFG_STATE_HALTED;
     /* Close any update group the exception interrupted, so that a reader
      * sees a consistent (if final) page. */
     info->gen_done = info->gen_start;
-    kprintf("HVFG HALTED reason=%s vector=%u rip=0x%x\n",
-            at_ufunc ? "bp-at-ufunc(bphalt=1)" : at_kfunc ? "bp-at-kfunc(bphalt=1)" : "exception",
-            f->vec, f->rip);
+    kprintf("HVFG HALTED reason=%s%s vector=%u rip=0x%x\n",
+            site ? "bp-at-" : "exception", site ? site->name : "", f->vec, f->rip);
     finish();
 }
 
@@ -711,9 +731,41 @@ static void build_utrampolines(void)
     }
 }
 
+static uint64_t kfunc2_ref(uint64_t p, uint64_t x)
+{
+    uint64_t r = (0x9e3779b97f4a7c15UL ^ x) + p;
+    r ^= r >> 27;
+    r *= 0x165667b1UL;
+    return r;
+}
+
+/* kfunc2's first instruction is RIP-relative: out of line, its disp32 must
+ * be relocated to keep addressing kfunc2_k.  The bad variant copies it
+ * unchanged, the classic mistake. */
+static void build_trampolines2(void)
+{
+    uint32_t n = kfunc2_insn_len;
+    for ( int t = 0; t < 2; t++ )
+    {
+        uint8_t *p = tramp2[t];
+        memcpy(p, kfunc2_insn, n);
+        if ( t == 0 )
+        {
+            int64_t d = (int64_t)kfunc2_k_addr - (int64_t)(uintptr_t)(p + n);
+            uint32_t d32 = (uint32_t)(int32_t)d;
+            memcpy(p + 3, &d32, 4);
+        }
+        int64_t rel = (int64_t)kfunc2_resume - (int64_t)(uintptr_t)(p + n + 5);
+        p[n] = 0xe9;
+        uint32_t r32 = (uint32_t)(int32_t)rel;
+        memcpy(p + n + 1, &r32, 4);
+    }
+}
+
 static void build_trampolines(void)
 {
     build_utrampolines();
+    build_trampolines2();
     uint32_t n = kfunc_insn_len;
     for ( int t = 0; t < 2; t++ )
     {
@@ -727,6 +779,13 @@ static void build_trampolines(void)
         uint32_t r32 = (uint32_t)(int32_t)rel;
         memcpy(p + n + 1, &r32, 4);
     }
+
+    bp_sites[0] = (struct bp_site){ "kfunc", HVFG_KFUNC_VA, HVFG_KFUNC_VA, 0, 1,
+                                    { (uint64_t)(uintptr_t)tramp[0], (uint64_t)(uintptr_t)tramp[1] } };
+    bp_sites[1] = (struct bp_site){ "kfunc2", HVFG_KFUNC2_VA, HVFG_KFUNC2_VA, 0, opt.calls2 != 0,
+                                    { (uint64_t)(uintptr_t)tramp2[0], (uint64_t)(uintptr_t)tramp2[1] } };
+    bp_sites[2] = (struct bp_site){ "ufunc", HVFG_UFUNC_VA, HVFG_KBASE + HVFG_UFUNC_GPA, 3, (int)opt.user,
+                                    { utramp_va(0), utramp_va(1) } };
 }
 
 /* ---- processes ---------------------------------------------------------- */
@@ -879,6 +938,16 @@ static void run_slice(uint32_t p)
         ref = ((ref << 7) | (ref >> 57)) ^ kfunc_ref(p, x);
     }
 
+    /* The second kernel function (RIP-relative first instruction). */
+    uint64_t acc2 = 0, ref2 = 0, base2 = (pi->slices << 22) ^ ((uint64_t)p << 44);
+    for ( uint32_t i = 0; i < opt.calls2; i++ )
+    {
+        uint64_t x = base2 + i;
+        uint64_t r = kfunc2(p, x);          /* counts itself */
+        acc2 = ((acc2 << 7) | (acc2 >> 57)) ^ r;
+        ref2 = ((ref2 << 7) | (ref2 >> 57)) ^ kfunc2_ref(p, x);
+    }
+
     /* Other monitorable events: CPUID (leaf 0, checked against the boot
      * result) and MSR writes (LSTAR, read back: a write the hypervisor lets
      * pass must commit). */
@@ -906,7 +975,9 @@ static void run_slice(uint32_t p)
     info->checks = info->checks + 1;
     if ( acc != ref )
         info->mismatches = info->mismatches + 1;
-    if ( opt.target && p == 0 && (acc != ref || uacc != uref || ev_bad) )
+    if ( acc2 != ref2 )
+        info->mismatches2 = info->mismatches2 + 1;
+    if ( opt.target && p == 0 && (acc != ref || acc2 != ref2 || uacc != uref || ev_bad) )
         info->target_mismatches = info->target_mismatches + 1;
     grp_end();
     round_sum = round_sum * 31 + acc;
@@ -922,6 +993,8 @@ static void report(void)
             info->exc_count);
     if ( opt.user )
         kprintf("HVFG user ucalls=%u umismatch=%u\n", info->ucalls, info->umismatches);
+    if ( opt.calls2 )
+        kprintf("HVFG kfunc2 calls2=%u mismatch2=%u\n", info->calls2, info->mismatches2);
     if ( opt.cpuid || opt.msr )
         kprintf("HVFG events cpuid=%u msr=%u ev_mismatch=%u\n", info->cpuids, info->msr_writes,
                 info->ev_mismatches);
@@ -968,6 +1041,9 @@ static void inject_fault(void)
         break;
     case HVFG_INJECT_UBP:
         *(volatile uint8_t *)(HVFG_KBASE + HVFG_UFUNC_GPA) = 0xcc;
+        break;
+    case HVFG_INJECT_K2BP:
+        *(volatile uint8_t *)HVFG_KFUNC2_VA = 0xcc;
         break;
     }
 }
@@ -1128,6 +1204,12 @@ void kmain(uint64_t start_info_pa)
     info->opt_user = opt.user;
     info->opt_ucalls = opt.user ? opt.ucalls : 0;
     info->opt_cpuid = opt.cpuid;
+    info->opt_calls2 = opt.calls2;
+    info->kfunc2_va = HVFG_KFUNC2_VA;
+    info->kfunc2_gpa = HVFG_KFUNC2_GPA;
+    for ( uint32_t i = 0; i < kfunc2_insn_len; i++ )
+        info->kfunc2_insn[i] = kfunc2_insn[i];
+    info->kfunc2_insn_len = kfunc2_insn_len;
     info->opt_msr = opt.msr;
     if ( opt.user )
     {
@@ -1173,17 +1255,25 @@ void kmain(uint64_t start_info_pa)
     kprintf("\nHVFG cmdline \"%s\"\n", cmdline);
     kprintf("HVFG options nproc=%u target=%u quiet=%u gap=%u calls=%u work=%u kpti=%u "
             "domctl=%u selftest_int3=%u rounds=%u report=%u exit=%u bphalt=%u user=%u ucalls=%u "
-            "cpuid=%u msr=%u\n",
+            "cpuid=%u msr=%u calls2=%u\n",
             (uint64_t)opt.nproc, (uint64_t)opt.target, (uint64_t)opt.quiet, (uint64_t)opt.gap,
             (uint64_t)opt.calls, (uint64_t)opt.work, (uint64_t)opt.kpti, (uint64_t)opt.domctl,
             (uint64_t)opt.selftest, opt.rounds, (uint64_t)opt.report, (uint64_t)opt.exit,
             (uint64_t)opt.bphalt, (uint64_t)opt.user, (uint64_t)(opt.user ? opt.ucalls : 0),
-            (uint64_t)opt.cpuid, (uint64_t)opt.msr);
+            (uint64_t)opt.cpuid, (uint64_t)opt.msr, (uint64_t)opt.calls2);
     kprintf("HVFG kfunc va=0x%x gpa=0x%x len=%u insn=", HVFG_KFUNC_VA, HVFG_KFUNC_GPA,
             (uint64_t)kfunc_insn_len);
     for ( uint32_t i = 0; i < kfunc_insn_len; i++ )
         kprintf("%02x", (uint64_t)kfunc_insn[i]);
     kprintf(" intact=%u\n", (uint64_t)kok);
+    if ( opt.calls2 )
+    {
+        kprintf("HVFG kfunc2 va=0x%x gpa=0x%x len=%u insn=", HVFG_KFUNC2_VA, HVFG_KFUNC2_GPA,
+                (uint64_t)kfunc2_insn_len);
+        for ( uint32_t i = 0; i < kfunc2_insn_len; i++ )
+            kprintf("%02x", (uint64_t)kfunc2_insn[i]);
+        kprintf("\n");
+    }
     if ( opt.user )
     {
         kprintf("HVFG ufunc va=0x%x gpa=0x%x len=%u insn=", HVFG_UFUNC_VA, HVFG_UFUNC_GPA,
@@ -1207,6 +1297,11 @@ void kmain(uint64_t start_info_pa)
         *(volatile uint8_t *)HVFG_KFUNC_VA = 0xcc;
         kprintf("HVFG selftest_int3 planted int3 at 0x%x mode=%s\n", HVFG_KFUNC_VA,
                 opt.selftest == HVFG_SELFTEST_BAD ? "bad" : "good");
+        if ( opt.calls2 )
+        {
+            *(volatile uint8_t *)HVFG_KFUNC2_VA = 0xcc;
+            kprintf("HVFG selftest_int3 planted int3 at 0x%x (kfunc2)\n", HVFG_KFUNC2_VA);
+        }
         if ( opt.user )
         {
             *(volatile uint8_t *)(HVFG_KBASE + HVFG_UFUNC_GPA) = 0xcc;

@@ -68,6 +68,8 @@ def check_static(info: GuestInfo) -> None:
     assert info.magic == guestinfo.INFO_MAGIC and info.consistent
     assert info.kfunc_va == guestinfo.KFUNC_VA and info.kfunc_gpa == guestinfo.KFUNC_GPA
     assert info.kfunc_insn == bytes.fromhex("488d84fe95e9d15b")
+    assert info.kfunc2_va == guestinfo.KFUNC2_VA and info.kfunc2_gpa == guestinfo.KFUNC2_GPA
+    assert info.kfunc2_insn == bytes.fromhex("488b05f9060000")   # mov 0x6f9(%rip), %rax
     assert info.cr3_writes_boot == 1
     assert info.cr3_writes == info.cr3_writes_boot + sum(p.cr3_writes for p in info.procs)
     assert info.slices == sum(p.slices for p in info.procs)
@@ -126,6 +128,7 @@ def check_final(info: GuestInfo, cmdline: str, rounds: int) -> None:
     assert info.mismatches == 0 and info.as_mismatches == 0 and info.target_mismatches == 0
     assert info.ev_mismatches == 0
     assert info.cpuids == o.get("cpuid", 0) * total and info.msr_writes == o.get("msr", 0) * total
+    assert info.calls2 == o.get("calls2", 0) * total and info.mismatches2 == 0
     assert info.round_checksum == info.round_checksum_ref
     assert info.exc_count == 0 and info.bp_selftest_hits == 0
     # guest-side time: TSC at the first slice <= last round == done; no rate
@@ -188,6 +191,7 @@ def test_banner_and_progress(boot) -> None:
         ("nproc=3 user=1 ucalls=3", 40, 1 / 4),
         ("nproc=8 user=1 kpti=0 gap=7 work=3", 14, 1 / 8),
         ("nproc=2 cpuid=3 msr=2", 10, 1 / 3),
+        ("nproc=3 calls2=2 calls=1", 12, 1 / 4),
     ],
 )
 def test_exact_counts(boot, cmdline: str, rounds: int, share: float | None) -> None:
@@ -253,6 +257,34 @@ def test_selftest_int3(boot, mode: str) -> None:
         assert info.mismatches == info.checks
         assert info.target_mismatches == info.procs[0].slices
         assert info.round_checksum != info.round_checksum_ref
+
+
+@pytest.mark.parametrize("mode", ["1", "bad"])
+def test_selftest_int3_rip_relative(boot, mode: str) -> None:
+    """kfunc2 starts with a RIP-relative load: executed out of line it needs
+    its displacement relocated.  The good trampoline does that; the bad one
+    copies the bytes unchanged (the classic emulation bug) and every slice
+    mismatches."""
+    g = boot(f"calls2=3 calls=1 selftest_int3={mode} rounds=20 report=0")
+    info = g.wait_done()
+    assert info.calls2 == 3 * info.slices and info.calls == info.slices
+    assert info.bp_selftest_hits == info.calls + info.calls2
+    assert info.exc_count == 0
+    if mode == "1":
+        assert info.mismatches2 == 0 and info.mismatches == 0
+    else:
+        assert info.mismatches2 == info.slices
+        assert info.target_mismatches == info.procs[0].slices
+
+
+def test_reinjected_bp_at_kfunc2_recovers(boot) -> None:
+    g = boot("calls2=2 inject=k2bp nproc=2 rounds=3 report=0")
+    info = g.wait_done()
+    assert info.state == guestinfo.STATE_DONE
+    assert info.calls2 == 2 * 9 and info.exc_count == 2 * 6
+    assert info.last_exc_rip == guestinfo.KFUNC2_VA + 1 and info.last_exc_cpl == 0
+    assert info.mismatches2 == 0
+    g.wait_line(r"reinjected #BP at kfunc2: recovered via trampoline")
 
 
 @pytest.mark.parametrize("mode", ["1", "bad"])

@@ -42,6 +42,9 @@ CONSTANTS = {
     "HVFG_SELFTEST_BAD": guestinfo.SELFTEST_BAD,
     "HVFG_INJECT_KBP": guestinfo.INJECT_KBP,
     "HVFG_INJECT_UBP": guestinfo.INJECT_UBP,
+    "HVFG_INJECT_K2BP": guestinfo.INJECT_K2BP,
+    "HVFG_KFUNC2_GPA": guestinfo.KFUNC2_GPA,
+    "HVFG_KFUNC2_VA": guestinfo.KFUNC2_VA,
     "HVFG_UPAGE_GPA": guestinfo.UPAGE_GPA,
     "HVFG_UPAGE_VA": guestinfo.UPAGE_VA,
     "HVFG_UFUNC_VA": guestinfo.UFUNC_VA,
@@ -94,7 +97,8 @@ def test_every_struct_field_is_parsed() -> None:
     for name in guestinfo.field_offsets():
         if name.startswith("proc."):
             assert name[5:] in guestinfo.ProcInfo.__dataclass_fields__
-        elif name not in guestinfo._PADDING | {"kfunc_insn_len", "ufunc_insn_len", "proc"}:
+        elif name not in guestinfo._PADDING | {"kfunc_insn_len", "kfunc2_insn_len",
+                                                "ufunc_insn_len", "proc"}:
             assert name in fields, name
 
 
