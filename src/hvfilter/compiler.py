@@ -37,7 +37,17 @@ from hvfilter.abi import (
     kinds_of,
 )
 from hvfilter.errors import InvalidRuleError, LimitExceededError, UnsupportedRuleError
-from hvfilter.rules import Emulate, Forward, Pass, Rule, Sample, Test, ValueSet, dnf
+from hvfilter.rules import (
+    Emulate,
+    Forward,
+    Pass,
+    Rule,
+    Sample,
+    Test,
+    TooManyConjunctions,
+    ValueSet,
+    dnf,
+)
 from hvfilter.stats import Counts, Stats
 
 
@@ -416,7 +426,13 @@ def compile(rules: Iterable[Rule], *, supported_kinds: Iterable[Kind] | None = N
             raise InvalidRuleError(f"rule {ri}: {rule!r} is not a Rule (finish it with .then())",
                                    rule=ri)
         action, fallback, nsample = _action(rule.action)
-        conjs = dnf(rule.when)
+        try:
+            conjs = dnf(rule.when, LIMITS.max_rules)
+        except TooManyConjunctions as e:
+            raise LimitExceededError(
+                f"rule {ri} ({rule}): the condition expands to more than "
+                f"{LIMITS.max_rules} hypervisor rules (MAX_RULES); simplify it or use a set",
+                errno=errno.E2BIG, rule=ri) from e
         if action == ActionCode.SAMPLE and len(conjs) > 1:
             raise InvalidRuleError(
                 f"rule {ri} ({rule}): sample({nsample}) over a condition that needs "

@@ -404,20 +404,42 @@ def on(*kinds: Kind) -> RuleBuilder:
     return RuleBuilder(_kinds(kinds))
 
 
-def dnf(c: Cond) -> list[tuple[Test, ...]]:
+class TooManyConjunctions(Exception):
+    """Raised by :func:`dnf` when the expansion exceeds its limit."""
+
+
+def dnf(c: Cond, limit: int | None = None) -> list[tuple[Test, ...]]:
     """The condition as a disjunction of conjunctions of tests.
 
     Each conjunction becomes one hypervisor rule.  Negation is already pushed
     down to the tests by ``~``.
+
+    Args:
+        c: the condition.
+        limit: stop with :class:`TooManyConjunctions` as soon as the
+            expansion has more conjunctions than this (a chain of ``^``
+            doubles at every step).
+
+    Example:
+        >>> len(dnf(NEW.eq(1) ^ OLD.eq(1)))
+        2
+
     """
+    def check(n: int) -> None:
+        if limit is not None and n > limit:
+            raise TooManyConjunctions(n)
+
     if isinstance(c, Test):
         return [(c,)]
     if isinstance(c, AnyOf):
         out: list[tuple[Test, ...]] = []
         for p in c.parts:
-            out.extend(dnf(p))
+            out.extend(dnf(p, limit))
+            check(len(out))
         return out
     acc: list[tuple[Test, ...]] = [()]
     for p in c.parts:
-        acc = [a + b for a in acc for b in dnf(p)]
+        part = dnf(p, limit)
+        check(len(acc) * len(part))
+        acc = [a + b for a in acc for b in part]
     return acc

@@ -210,3 +210,14 @@ def test_source_counts_add_up_expanded_rules():
     assert [c.seen for c in st.rules] == [1, 1, 1]
     assert [(c.seen, c.forwarded, c.passed) for c in prog.source_counts(st)] == [(2, 2, 0),
                                                                                 (1, 0, 1)]
+
+
+def test_exploding_condition_fails_fast():
+    # Expanding this fully would take 2**15 conjunctions; the compiler stops at
+    # MAX_RULES + 1.
+    cond = NEW.eq(0)
+    for i in range(1, 16):                  # 2**15 conjunctions if expanded
+        cond = cond ^ NEW.eq(i)
+    with pytest.raises(hv.LimitExceededError, match="expands to more than") as ei:
+        hv.compile([on(Kind.CR3_WRITE).when(cond).then(hv.forward)])
+    assert ei.value.errno == errno.E2BIG and ei.value.rule == 0
