@@ -750,7 +750,9 @@ int hvf_sim_feed(struct hvf_handle *h, uint32_t domid,
  *   calls times: breakpoint at bp_rip (the kernel function), CR3 = K
  *
  * so (1 + 2 * kpti) CR3 writes and `calls` breakpoints per slice.  Slices
- * are dealt to the vCPUs round robin (the lab guest has one).
+ * are dealt to the vCPUs round robin (the lab guest has one).  Before the
+ * first slice, vCPU 0 writes boot_cr3 (the guest's boot page tables; the
+ * old value is 0, paging was off), as the lab guest does.
  */
 
 struct hvf_workload {
@@ -761,11 +763,13 @@ struct hvf_workload {
     uint32_t step;              /* within the current slice */
     bool target_done;           /* the target slice before `busy` ran */
     bool in_slice;
+    bool booted;                /* the boot CR3 write was generated */
     uint64_t slice;             /* slices started, picks the vCPU */
     uint32_t vcpu;
     uint64_t *prev;             /* per vCPU: current CR3 */
 };
 
+#define WL_BOOT_RIP    0x100000ULL            /* the guest's 32-bit entry */
 #define WL_SWITCH_RIP  0xffffffff80103000ULL  /* the guest's scheduler */
 #define WL_ENTRY_RIP   0xffffffff80104000ULL  /* its kernel entry code */
 
@@ -861,6 +865,14 @@ size_t hvf_workload_next(struct hvf_workload *w, struct hvf_event *out,
     uint32_t writes = w->p.kpti ? 3 : 1;
     uint32_t len = writes + w->p.calls;
     size_t n = 0;
+
+    if ( !w->booted && cap && w->total_busy )
+    {
+        w->booted = true;
+        w->vcpu = 0;
+        w->prev[0] = 0;
+        wl_cr3(w, &out[n++], w->p.boot_cr3, WL_BOOT_RIP);
+    }
 
     while ( n < cap )
     {

@@ -13,6 +13,10 @@ A round is N busy slices, round robin; the target runs before busy slice
 * ``calls`` hits of the breakpoint planted on the guest's kernel function
   (at ``bp_rip``/``bp_gpa``, on the kernel root).
 
+Before the first slice the guest writes CR3 once, to its boot page tables.
+The defaults are the lab guest's addresses (kernel roots from 0x200000 in
+steps of 8 KiB, boot CR3 0x1fc000, the kernel function at GPA 0x101000).
+
 The events are generated in C (``hvf_workload_next``), tens of millions per
 second, so the simulator can replay long runs; the counts below are the
 closed forms of lab/guest's README.
@@ -20,7 +24,7 @@ closed forms of lab/guest's README.
 Example:
     >>> wl = GuestWorkload(nr_busy=8, quiet=4, calls=4, rounds=1000)
     >>> wl.target_slices, wl.cr3_writes, wl.breakpoints
-    (250, 24750, 33000)
+    (250, 24751, 33000)
     >>> target = wl.process_set(0, "target")
 
 """
@@ -53,7 +57,7 @@ class GuestWorkload:
         pcid: give the roots Linux-style PCIDs (the lab guest has none).
         cr3_base: kernel root of process 0 (8 KiB aligned).
         cr3_stride: distance between processes' roots (multiple of 8 KiB).
-        boot_cr3: CR3 before the first slice (the boot page tables).
+        boot_cr3: the boot page tables, written once before the first slice.
         bp_gpa: guest-physical address of the breakpointed kernel function.
         bp_rip: its virtual address (same offset within the page).
 
@@ -72,9 +76,9 @@ class GuestWorkload:
     rounds: int = 1000
     nr_vcpus: int = 1
     pcid: bool = False
-    cr3_base: int = 0x216000
+    cr3_base: int = 0x200000
     cr3_stride: int = 0x2000
-    boot_cr3: int = 0x1F0000
+    boot_cr3: int = 0x1FC000
     bp_gpa: int = 0x101000
     bp_rip: int = 0xFFFF_FFFF_8010_1000
 
@@ -118,8 +122,8 @@ class GuestWorkload:
 
     @property
     def cr3_writes(self) -> int:
-        """CR3 writes in the whole run: (1 + 2 * kpti) * S (no boot write)."""
-        return (3 if self.kpti else 1) * self.slices
+        """CR3 writes in the whole run: 1 + (1 + 2 * kpti) * S (1: the boot write)."""
+        return (1 if self.slices else 0) + (3 if self.kpti else 1) * self.slices
 
     @property
     def breakpoints(self) -> int:

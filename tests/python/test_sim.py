@@ -68,13 +68,16 @@ def test_breakpoint_emulation_and_fallback(dom):
 def test_workload_follows_the_lab_guests_schedule():
     # lab/guest/README.md: the target (process 0) runs before busy slice 0, M, 2M...
     wl = hv.GuestWorkload(nr_busy=3, gap=4, calls=1, rounds=3)
-    first_writes = [e.fields[hv.Field.NEW_VALUE] for e in wl.iter_events()
-                    if e.kind == Kind.CR3_WRITE][::3]
+    writes = [e.fields[hv.Field.NEW_VALUE] for e in wl.iter_events()
+              if e.kind == Kind.CR3_WRITE]
+    assert writes[0] == wl.boot_cr3 == 0x1FC000
+    first_writes = writes[1::3]
     procs = [(v - wl.cr3_base) // wl.cr3_stride for v in first_writes]
     assert procs == [0, 1, 2, 3, 1, 0, 2, 3, 1, 2, 0, 3]
+    assert wl.root(0) == 0x200000 and wl.root(0, user=True) == 0x201000
     assert wl.target_slices == 3 == -(-9 // 4)
     kpti0 = hv.GuestWorkload(nr_busy=3, kpti=False, rounds=2)
-    assert kpti0.cr3_writes == kpti0.slices == 6 + 2      # M = quiet * N = 3
+    assert kpti0.cr3_writes == 1 + kpti0.slices == 1 + 6 + 2      # M = quiet * N = 3
     notarget = hv.GuestWorkload(target=False, rounds=2)
     assert notarget.target_slices == 0
     assert sum(1 for _ in notarget.iter_events()) == notarget.events
@@ -215,7 +218,7 @@ def test_demo_xen_path_runs_against_a_hypervisor_handle():
     lines: list[str] = []
     with hv.open("sim") as hyp:
         hyp.create_domain(7)
-        res = demo.run_xen(lines.append, hyp, 7, [0x216000], 0x101000, 0)
+        res = demo.run_xen(lines.append, hyp, 7, [0x200000], 0x101000, 0)
         assert hyp.domain(7).info().nr_rules == 0           # uninstalled again
         assert hyp.domain(7).info().nr_breakpoints == 0
     text = "\n".join(lines)
