@@ -554,9 +554,26 @@ unsigned int hvfilter_event(struct vcpu *v, const struct hvfilter_ev *hev,
         BUILD_BUG_ON(sizeof(insn->bytes) != sizeof(vd.insn));
         insn->len = vd.insn_len;
         memcpy(insn->bytes, vd.insn, sizeof(insn->bytes));
+        insn->rule = vd.rule;
     }
 
     return vd.action;
+}
+
+void hvfilter_emulate_failed(struct vcpu *v, const struct hvfilter_ev *hev,
+                             const struct hvfilter_insn *insn)
+{
+    const struct hvfilter_domain *st = v->domain->hvfilter;
+    const struct hvf_event ev = { .kind = hev->kind };
+    struct hvf_verdict vd = {
+        .action = XEN_HVFILTER_ACT_EMULATE,
+        .rule = insn->rule,
+    };
+
+    ASSERT(v == current);
+
+    if ( st )
+        hvf_eval_emulate_failed(&st->vcpu[v->vcpu_id].c, &ev, &vd);
 }
 
 /*

@@ -36,10 +36,11 @@ struct hvfilter_ev {
     uint64_t gla;
 };
 
-/* The original instruction of a registered breakpoint, zero padded. */
+/* An EMULATE verdict: the registered instruction, zero padded. */
 struct hvfilter_insn {
     unsigned int len;
     uint8_t bytes[16];
+    int rule;                   /* the deciding rule */
 };
 
 #ifdef CONFIG_HVFILTER
@@ -59,6 +60,13 @@ void hvfilter_domain_destroy(struct domain *d);
 unsigned int hvfilter_event(struct vcpu *v, const struct hvfilter_ev *ev,
                             struct hvfilter_insn *insn);
 
+/*
+ * Xen's emulator could not execute the instruction of an EMULATE verdict,
+ * so the event is forwarded instead: count it so.
+ */
+void hvfilter_emulate_failed(struct vcpu *v, const struct hvfilter_ev *ev,
+                             const struct hvfilter_insn *insn);
+
 static inline bool hvfilter_active(const struct domain *d)
 {
     return unlikely(d->hvfilter != NULL);
@@ -73,6 +81,12 @@ static inline unsigned int hvfilter_event(struct vcpu *v,
                                           struct hvfilter_insn *insn)
 {
     return XEN_HVFILTER_ACT_FORWARD;
+}
+
+static inline void hvfilter_emulate_failed(struct vcpu *v,
+                                           const struct hvfilter_ev *ev,
+                                           const struct hvfilter_insn *insn)
+{
 }
 
 static inline bool hvfilter_active(const struct domain *d)
