@@ -748,8 +748,11 @@ int hvf_sim_feed(struct hvf_handle *h, uint32_t domid,
  *   kpti: CR3 write  K -> U     return to user space
  *   kpti: CR3 write  U -> K     system call
  *   calls times: breakpoint at bp_rip (the kernel function), CR3 = K
+ *   calls2 times: breakpoint at bp2_rip (the second kernel function)
+ *   cpuid times: CPUID leaf 0
+ *   msr times: a write to LSTAR (0xc0000082), a new value each time
  *
- * so (1 + 2 * kpti) CR3 writes and `calls` breakpoints per slice.  Slices
+ * so (1 + 2 * kpti) CR3 writes and calls + calls2 breakpoints per slice.  Slices
  * are dealt to the vCPUs round robin (the lab guest has one).  Before the
  * first slice, vCPU 0 writes boot_cr3 (the guest's boot page tables; the
  * old value is 0, paging was off), as the lab guest does.
@@ -764,12 +767,17 @@ struct hvf_workload {
     bool target_done;           /* the target slice before `busy` ran */
     bool in_slice;
     bool booted;                /* the boot CR3 write was generated */
+    uint64_t lstar;             /* MSR writes so far: the next value */
+    uint64_t *lstar_prev;       /* per vCPU: LSTAR's current value */
     uint64_t slice;             /* slices started, picks the vCPU */
     uint32_t vcpu;
     uint64_t *prev;             /* per vCPU: current CR3 */
 };
 
 #define WL_BOOT_RIP    0x100000ULL            /* the guest's 32-bit entry */
+#define WL_EVENTS_RIP  0xffffffff80105000ULL  /* its CPUID/WRMSR code */
+#define WL_MSR_LSTAR   0xc0000082ULL
+#define WL_LSTAR_BASE  0xffffffff81000000ULL
 #define WL_SWITCH_RIP  0xffffffff80103000ULL  /* the guest's scheduler */
 #define WL_ENTRY_RIP   0xffffffff80104000ULL  /* its kernel entry code */
 
@@ -794,21 +802,28 @@ int hvf_workload_new(const struct hvf_workload_params *p,
     *out = NULL;
     if ( !p->nr_busy || !p->gap || !p->nr_vcpus || p->nr_vcpus > 4096 ||
          (p->cr3_base & 0x1fff) || !p->cr3_stride || (p->cr3_stride & 0x1fff) ||
-         ((p->bp_gpa ^ p->bp_rip) & 0xfff) || p->rounds > (1ULL << 40) )
+         ((p->bp_gpa ^ p->bp_rip) & 0xfff) || ((p->bp2_gpa ^ p->bp2_rip) & 0xfff) ||
+         p->rounds > (1ULL << 40) )
         return -EINVAL;
     w = calloc(1, sizeof(*w));
     if ( !w )
         return -ENOMEM;
     w->prev = calloc(p->nr_vcpus, sizeof(*w->prev));
-    if ( !w->prev )
+    w->lstar_prev = calloc(p->nr_vcpus, sizeof(*w->lstar_prev));
+    if ( !w->prev || !w->lstar_prev )
     {
+        free(w->prev);
+        free(w->lstar_prev);
         free(w);
         return -ENOMEM;
     }
     w->p = *p;
     w->total_busy = p->rounds * p->nr_busy;
     for ( i = 0; i < p->nr_vcpus; i++ )
+    {
         w->prev[i] = p->boot_cr3;
+        w->lstar_prev[i] = WL_LSTAR_BASE;
+    }
     *out = w;
     return 0;
 }
@@ -818,6 +833,7 @@ void hvf_workload_free(struct hvf_workload *w)
     if ( !w )
         return;
     free(w->prev);
+    free(w->lstar_prev);
     free(w);
 }
 
@@ -863,7 +879,8 @@ size_t hvf_workload_next(struct hvf_workload *w, struct hvf_event *out,
                          size_t cap)
 {
     uint32_t writes = w->p.kpti ? 3 : 1;
-    uint32_t len = writes + w->p.calls;
+    uint32_t bp1 = writes + w->p.calls, bp2 = bp1 + w->p.calls2;
+    uint32_t cpuids = bp2 + w->p.cpuid, len = cpuids + w->p.msr;
     size_t n = 0;
 
     if ( !w->booted && cap && w->total_busy )
@@ -897,14 +914,36 @@ size_t hvf_workload_next(struct hvf_workload *w, struct hvf_event *out,
         else
         {
             memset(e, 0, sizeof(*e));
-            e->kind = XEN_HVFILTER_EV_BREAKPOINT;
             e->f[XEN_HVFILTER_FIELD_VCPU] = w->vcpu;
             e->f[XEN_HVFILTER_FIELD_CR3] = k;
-            e->f[XEN_HVFILTER_FIELD_RIP] = w->p.bp_rip;
             e->f[XEN_HVFILTER_FIELD_CPL] = 0;
-            e->f[XEN_HVFILTER_FIELD_INDEX] = 1;
-            e->f[XEN_HVFILTER_FIELD_GFN] = w->p.bp_gpa >> HVF_PAGE_SHIFT;
-            e->f[XEN_HVFILTER_FIELD_GLA] = w->p.bp_rip;
+            if ( s < bp2 )
+            {
+                uint64_t rip = s < bp1 ? w->p.bp_rip : w->p.bp2_rip;
+                uint64_t gpa = s < bp1 ? w->p.bp_gpa : w->p.bp2_gpa;
+
+                e->kind = XEN_HVFILTER_EV_BREAKPOINT;
+                e->f[XEN_HVFILTER_FIELD_RIP] = rip;
+                e->f[XEN_HVFILTER_FIELD_INDEX] = 1;
+                e->f[XEN_HVFILTER_FIELD_GFN] = gpa >> HVF_PAGE_SHIFT;
+                e->f[XEN_HVFILTER_FIELD_GLA] = rip;
+            }
+            else if ( s < cpuids )
+            {
+                e->kind = XEN_HVFILTER_EV_CPUID;
+                e->f[XEN_HVFILTER_FIELD_RIP] = WL_EVENTS_RIP;
+            }
+            else
+            {
+                uint64_t v = WL_LSTAR_BASE + 0x10 * ++w->lstar;
+
+                e->kind = XEN_HVFILTER_EV_MSR_WRITE;
+                e->f[XEN_HVFILTER_FIELD_RIP] = WL_EVENTS_RIP + 0x10;
+                e->f[XEN_HVFILTER_FIELD_INDEX] = WL_MSR_LSTAR;
+                e->f[XEN_HVFILTER_FIELD_NEW_VALUE] = v;
+                e->f[XEN_HVFILTER_FIELD_OLD_VALUE] = w->lstar_prev[w->vcpu];
+                w->lstar_prev[w->vcpu] = v;
+            }
         }
         n++;
     }

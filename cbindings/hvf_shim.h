@@ -59,17 +59,21 @@ struct hvf_workload_params {
     uint32_t nr_busy;         /* N busy processes (1..N), >= 1 */
     uint32_t target;          /* 1: process 0 is the target and runs */
     uint32_t gap;             /* M: the target runs before busy slice 0, M, 2M... */
-    uint32_t calls;           /* kernel-function calls per slice */
+    uint32_t calls;           /* calls per slice of the kernel function */
     uint32_t kpti;            /* 1: three CR3 writes per slice, 0: one */
     uint32_t nr_vcpus;        /* slices are dealt round robin over vCPUs, >= 1 */
     uint32_t pcid;            /* 1: roots carry Linux-style PCIDs */
-    uint32_t pad;
+    uint32_t calls2;          /* calls per slice of the second kernel function */
+    uint32_t cpuid;           /* CPUIDs (leaf 0) per slice */
+    uint32_t msr;             /* MSR writes (LSTAR) per slice */
     uint64_t rounds;          /* R rounds of N busy slices */
     uint64_t cr3_base;        /* kernel root of process 0, 8 KiB aligned */
     uint64_t cr3_stride;      /* distance between processes' roots, 8 KiB multiple */
-    uint64_t boot_cr3;        /* CR3 of every vCPU before its first slice */
+    uint64_t boot_cr3;        /* written once by vCPU 0 before the first slice */
     uint64_t bp_gpa;          /* guest-physical address of the kernel function */
     uint64_t bp_rip;          /* its virtual address (same offset in the page) */
+    uint64_t bp2_gpa;         /* the same for the second kernel function */
+    uint64_t bp2_rip;
 };
 
 struct hvf_workload;

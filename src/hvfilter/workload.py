@@ -11,7 +11,9 @@ A round is N busy slices, round robin; the target runs before busy slice
 * with KPTI, a CR3 write to its user root (return to user space) and one back
   to the kernel root (a system call),
 * ``calls`` hits of the breakpoint planted on the guest's kernel function
-  (at ``bp_rip``/``bp_gpa``, on the kernel root).
+  (at ``bp_rip``/``bp_gpa``, on the kernel root), ``calls2`` of the second
+  one (``bp2_*``),
+* ``cpuid`` CPUIDs (leaf 0) and ``msr`` writes to LSTAR, each a new value.
 
 Before the first slice the guest writes CR3 once, to its boot page tables.
 The defaults are the lab guest's addresses (kernel roots from 0x200000 in
@@ -51,6 +53,9 @@ class GuestWorkload:
         gap: exact form: one target slice before every M-th busy slice
             (``gap=M``); default ``quiet * nr_busy``.
         calls: kernel-function calls per slice (``calls=C``).
+        calls2: calls per slice of the second kernel function (``calls2=``).
+        cpuid: CPUIDs (leaf 0) per slice (``cpuid=``).
+        msr: writes to LSTAR (0xc0000082) per slice (``msr=``).
         kpti: three CR3 writes per slice instead of one (``kpti=1``).
         rounds: rounds of N busy slices (``rounds=R``).
         nr_vcpus: vCPUs; slices are dealt round robin (the lab guest has 1).
@@ -60,6 +65,7 @@ class GuestWorkload:
         boot_cr3: the boot page tables, written once before the first slice.
         bp_gpa: guest-physical address of the breakpointed kernel function.
         bp_rip: its virtual address (same offset within the page).
+        bp2_gpa, bp2_rip: the same for the second kernel function.
 
     Example:
         >>> wl = GuestWorkload(nr_busy=4, quiet=2, rounds=100)
@@ -72,6 +78,9 @@ class GuestWorkload:
     quiet: int = 1
     gap: int | None = None
     calls: int = 4
+    calls2: int = 0
+    cpuid: int = 0
+    msr: int = 0
     kpti: bool = True
     rounds: int = 1000
     nr_vcpus: int = 1
@@ -81,6 +90,8 @@ class GuestWorkload:
     boot_cr3: int = 0x1FC000
     bp_gpa: int = 0x101000
     bp_rip: int = 0xFFFF_FFFF_8010_1000
+    bp2_gpa: int = 0x101800
+    bp2_rip: int = 0xFFFF_FFFF_8010_1800
 
     @property
     def m(self) -> int:
@@ -91,10 +102,12 @@ class GuestWorkload:
         """The C parameter block."""
         return {
             "nr_busy": self.nr_busy, "target": int(self.target), "gap": self.m,
-            "calls": self.calls, "kpti": int(self.kpti), "nr_vcpus": self.nr_vcpus,
+            "calls": self.calls, "calls2": self.calls2, "cpuid": self.cpuid, "msr": self.msr,
+            "kpti": int(self.kpti), "nr_vcpus": self.nr_vcpus,
             "pcid": int(self.pcid), "rounds": self.rounds, "cr3_base": self.cr3_base,
             "cr3_stride": self.cr3_stride, "boot_cr3": self.boot_cr3,
             "bp_gpa": self.bp_gpa, "bp_rip": self.bp_rip,
+            "bp2_gpa": self.bp2_gpa, "bp2_rip": self.bp2_rip,
         }
 
     def root(self, proc: int, user: bool = False) -> int:
@@ -127,13 +140,23 @@ class GuestWorkload:
 
     @property
     def breakpoints(self) -> int:
-        """Breakpoint hits in the whole run: C * S."""
-        return self.slices * self.calls
+        """Breakpoint hits in the whole run: (C + C2) * S."""
+        return self.slices * (self.calls + self.calls2)
+
+    @property
+    def cpuids(self) -> int:
+        """CPUID events in the whole run."""
+        return self.slices * self.cpuid
+
+    @property
+    def msr_writes(self) -> int:
+        """MSR writes in the whole run."""
+        return self.slices * self.msr
 
     @property
     def events(self) -> int:
         """All events of the run."""
-        return self.cr3_writes + self.breakpoints
+        return self.cr3_writes + self.breakpoints + self.cpuids + self.msr_writes
 
     def generator(self) -> _binding.CWorkload:
         """A fresh C generator of this workload's events."""

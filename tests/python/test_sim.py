@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 import hvfilter as hv
@@ -224,3 +226,29 @@ def test_demo_xen_path_runs_against_a_hypervisor_handle():
     text = "\n".join(lines)
     assert "domain 7" in text and "Step 1" in text and "conservation" in text
     assert res.stats.conserved
+
+
+def test_workload_cpuid_msr_and_second_function():
+    wl = hv.GuestWorkload(nr_busy=2, calls=1, calls2=2, cpuid=3, msr=2, rounds=4)
+    evs = list(wl.iter_events())
+    assert len(evs) == wl.events
+    kinds = [e.kind for e in evs]
+    assert kinds.count(Kind.CPUID) == wl.cpuids == 3 * wl.slices
+    msrs = [e for e in evs if e.kind == Kind.MSR_WRITE]
+    assert len(msrs) == wl.msr_writes and all(e.fields[hv.Field.INDEX] == 0xC0000082 for e in msrs)
+    assert all(a.fields[hv.Field.NEW_VALUE] == b.fields[hv.Field.OLD_VALUE]
+               for a, b in itertools.pairwise(msrs))                # one vCPU: a chain
+    assert len({e.fields[hv.Field.NEW_VALUE] for e in msrs}) == len(msrs)   # distinct values
+    bps = {hv.events.from_raw(e).gpa for e in evs if e.kind == Kind.BREAKPOINT}  # type: ignore[union-attr]
+    assert bps == {0x101000, 0x101800}
+    # The lab's CPUID/MSR recipe: pass them all in Xen, nothing reaches dom0.
+    prog = hv.compile([on(Kind.CPUID, Kind.MSR_WRITE).then(hv.pass_)])
+    with hv.open("sim") as hyp:
+        dom = hyp.create_domain(1)
+        with dom.install(prog):
+            dom.play(wl)
+            dom.run()
+            st = dom.stats()
+    assert st.kinds[Kind.CPUID].passed == wl.cpuids
+    assert st.kinds[Kind.MSR_WRITE].passed == wl.msr_writes
+    assert st.conserved
