@@ -175,6 +175,26 @@ kfunc2_after_insn:
     imul    $0x165667b1, %rax, %rax
     ret
     .size kfunc2, . - kfunc2
+/* void dbgfunc(uint64_t n), at HVFG_DBG_VA (tf=): sets RFLAGS.TF, runs a
+ * loop of n iterations (dec + jnz) and clears TF again.  Every instruction
+ * that starts with TF set ends in a single-step #DB trap: 2n for the loop,
+ * then pushfq, andq and the popfq that clears TF: 2n + 3 in all, each with
+ * its RIP inside this function. */
+    .org kfunc + HVFG_DBG_OFF
+    .globl dbgfunc, dbgfunc_end
+dbgfunc:
+    pushfq
+    orq     $0x100, (%rsp)
+    popfq                               /* TF = 1 from the next instruction on */
+1:  dec     %rdi
+    jnz     1b
+    pushfq
+    andq    $~0x100, (%rsp)
+    popfq                               /* TF = 0; this one still traps */
+    ret
+dbgfunc_end:
+    .org kfunc + HVFG_DBG_OFF + HVFG_DBG_LEN
+
     .org kfunc + HVFG_KFUNC2_K_OFF
 kfunc2_k:
     .quad 0x9e3779b97f4a7c15

@@ -31,6 +31,9 @@ KFUNC_GPA: Final = 0x10_1000
 KFUNC_VA: Final = KBASE + KFUNC_GPA
 KFUNC2_GPA: Final = KFUNC_GPA + 0x800
 KFUNC2_VA: Final = KBASE + KFUNC2_GPA
+DBG_GPA: Final = KFUNC_GPA + 0xC00
+DBG_VA: Final = KBASE + DBG_GPA
+DBG_LEN: Final = 0x40
 PRIV_VA: Final = 0x40_0000
 BOOT_CR3: Final = 0x1F_C000
 ROOTS_GPA: Final = 0x20_0000
@@ -167,7 +170,13 @@ HEADER_FIELDS: Final[tuple[tuple[str, str], ...]] = (
     ("pad7", "I"),
     ("calls2", "Q"),
     ("mismatches2", "Q"),
-    ("reserved", "392s"),
+    ("opt_tf", "I"),
+    ("pad8", "I"),
+    ("dbg_va", "Q"),
+    ("dbg_gpa", "Q"),
+    ("tf_steps", "Q"),
+    ("db_hits", "Q"),
+    ("reserved", "352s"),
 )
 PROC_FIELDS: Final[tuple[tuple[str, str], ...]] = (
     ("kroot", "Q"),
@@ -180,7 +189,7 @@ PROC_FIELDS: Final[tuple[tuple[str, str], ...]] = (
 # After proc[]: gen_start, always the last field of the page.
 TAIL_FIELDS: Final[tuple[tuple[str, str], ...]] = (("gen_start", "Q"),)
 _PADDING: Final = frozenset(
-    {"pad0", "pad1", "pad2", "pad3", "pad4", "pad5", "pad6", "pad7", "reserved"}
+    {"pad0", "pad1", "pad2", "pad3", "pad4", "pad5", "pad6", "pad7", "pad8", "reserved"}
 )
 
 _HEADER: Final = struct.Struct("<" + "".join(f for _, f in HEADER_FIELDS))
@@ -323,6 +332,11 @@ class GuestInfo:
     kfunc2_insn: bytes
     calls2: int
     mismatches2: int
+    opt_tf: int
+    dbg_va: int
+    dbg_gpa: int
+    tf_steps: int
+    db_hits: int
     procs: tuple[ProcInfo, ...]
 
     @property

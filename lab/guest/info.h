@@ -55,6 +55,12 @@
 #define HVFG_KFUNC2_GPA     (HVFG_KFUNC_GPA + HVFG_KFUNC2_OFF)
 #define HVFG_KFUNC2_VA      (HVFG_KBASE + HVFG_KFUNC2_GPA)
 #define HVFG_KFUNC2_K_OFF   0xf00                  /* its 8-byte constant, page offset */
+/* Single-step site (tf=): a short loop run with RFLAGS.TF set, in the same
+ * page; every #DB trap it raises has its RIP inside [DBG_VA, DBG_END_VA). */
+#define HVFG_DBG_OFF        0xc00
+#define HVFG_DBG_GPA        (HVFG_KFUNC_GPA + HVFG_DBG_OFF)
+#define HVFG_DBG_VA         (HVFG_KBASE + HVFG_DBG_GPA)
+#define HVFG_DBG_LEN        0x40
 
 /* Page tables at fixed guest-physical addresses (guest.ld): the boot PML4
  * (the first CR3 value) and the root pairs, kernel root of process p at
@@ -251,7 +257,15 @@ struct hvfg_info {
     uint64_t calls2;               /* 560 kfunc2 calls (counted by the function) */
     uint64_t mismatches2;          /* 568 slices whose kfunc2 results were wrong */
 
-    uint64_t reserved[49];         /* 576 zero (room for new fields) */
+    /* Single-step debug exceptions (tf=). */
+    uint32_t opt_tf;               /* 576 loop iterations stepped per slice (N) */
+    uint32_t pad8;                 /* 580 zero */
+    uint64_t dbg_va;               /* 584 HVFG_DBG_VA: the stepped code */
+    uint64_t dbg_gpa;              /* 592 HVFG_DBG_GPA */
+    uint64_t tf_steps;             /* 600 single-step traps due: 2N + 3 per slice, counted before */
+    uint64_t db_hits;              /* 608 of which delivered to the guest as #DB */
+
+    uint64_t reserved[44];         /* 616 zero (room for new fields) */
 
     struct hvfg_proc proc[HVFG_NPROC_MAX]; /* 968 index 0 = target slot */
 

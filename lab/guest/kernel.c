@@ -33,6 +33,7 @@
 /* ---- symbols from boot.S / guest.ld ------------------------------------ */
 extern uint64_t kfunc(uint64_t proc, uint64_t x);
 extern uint64_t kfunc2(uint64_t proc, uint64_t x);
+extern void dbgfunc(uint64_t n);
 extern const uint8_t kfunc2_insn[];
 extern const uint32_t kfunc2_insn_len;
 extern const uint64_t kfunc2_resume;
@@ -237,7 +238,7 @@ static void kprintf(const char *fmt, ...)
 /* ---- options ------------------------------------------------------------ */
 static struct {
     uint32_t nproc, target, quiet, gap, calls, work, kpti, domctl, selftest;
-    uint32_t report, exit, bphalt, inject, user, ucalls, cpuid, msr, calls2;
+    uint32_t report, exit, bphalt, inject, user, ucalls, cpuid, msr, calls2, tf;
     uint64_t rounds;
     int gap_given;
 } opt = {
@@ -354,6 +355,7 @@ static void parse_cmdline(const char *s)
         else if ( KEY("ucalls") ) set_u32(tok, tn, val, vn, &opt.ucalls, 0, 100000);
         else if ( KEY("cpuid") ) set_u32(tok, tn, val, vn, &opt.cpuid, 0, 100000);
         else if ( KEY("calls2") ) set_u32(tok, tn, val, vn, &opt.calls2, 0, 100000);
+        else if ( KEY("tf") ) set_u32(tok, tn, val, vn, &opt.tf, 0, 100000);
         else if ( KEY("msr") ) set_u32(tok, tn, val, vn, &opt.msr, 0, 100000);
         else if ( KEY("rounds") )
         {
@@ -647,6 +649,21 @@ void exception_handler(struct frame *f)
     int not_advanced = 0;
     struct bp_site *site = bp_site_at(f, &not_advanced);
     int bad = opt.selftest == HVFG_SELFTEST_BAD;
+
+    if ( f->vec == 1 && cpl == 0 && f->rip > HVFG_DBG_VA &&
+         f->rip <= HVFG_DBG_VA + HVFG_DBG_LEN )
+    {
+        /* tf=: a single-step trap inside dbgfunc (recognised by its RIP, not
+         * by DR6, whose reinjection by a hypervisor is less certain),
+         * delivered to us: Xen intercepts every #DB and reinjects it unless
+         * a monitor keeps it.  Clear DR6 anyway; iretq restores TF from the
+         * frame, so stepping goes on (the last trap has TF already clear). */
+        __asm__ volatile("mov %0, %%dr6" :: "r"(0xffff0ff0UL));
+        grp_begin();
+        info->db_hits = info->db_hits + 1;
+        grp_end();
+        return;
+    }
 
     if ( site && !not_advanced && opt.selftest != HVFG_SELFTEST_OFF )
     {
@@ -948,6 +965,16 @@ static void run_slice(uint32_t p)
         ref2 = ((ref2 << 7) | (ref2 >> 57)) ^ kfunc2_ref(p, x);
     }
 
+    /* Single-step traps: counted (2N + 3) before dbgfunc runs, like a CR3
+     * write; the #DB handler counts those that reach the guest. */
+    if ( opt.tf )
+    {
+        grp_begin();
+        info->tf_steps = info->tf_steps + 2UL * opt.tf + 3;
+        grp_end();
+        dbgfunc(opt.tf);
+    }
+
     /* Other monitorable events: CPUID (leaf 0, checked against the boot
      * result) and MSR writes (LSTAR, read back: a write the hypervisor lets
      * pass must commit). */
@@ -995,6 +1022,8 @@ static void report(void)
         kprintf("HVFG user ucalls=%u umismatch=%u\n", info->ucalls, info->umismatches);
     if ( opt.calls2 )
         kprintf("HVFG kfunc2 calls2=%u mismatch2=%u\n", info->calls2, info->mismatches2);
+    if ( opt.tf )
+        kprintf("HVFG debug tf_steps=%u db_hits=%u\n", info->tf_steps, info->db_hits);
     if ( opt.cpuid || opt.msr )
         kprintf("HVFG events cpuid=%u msr=%u ev_mismatch=%u\n", info->cpuids, info->msr_writes,
                 info->ev_mismatches);
@@ -1205,6 +1234,9 @@ void kmain(uint64_t start_info_pa)
     info->opt_ucalls = opt.user ? opt.ucalls : 0;
     info->opt_cpuid = opt.cpuid;
     info->opt_calls2 = opt.calls2;
+    info->opt_tf = opt.tf;
+    info->dbg_va = HVFG_DBG_VA;
+    info->dbg_gpa = HVFG_DBG_GPA;
     info->kfunc2_va = HVFG_KFUNC2_VA;
     info->kfunc2_gpa = HVFG_KFUNC2_GPA;
     for ( uint32_t i = 0; i < kfunc2_insn_len; i++ )
@@ -1255,12 +1287,12 @@ void kmain(uint64_t start_info_pa)
     kprintf("\nHVFG cmdline \"%s\"\n", cmdline);
     kprintf("HVFG options nproc=%u target=%u quiet=%u gap=%u calls=%u work=%u kpti=%u "
             "domctl=%u selftest_int3=%u rounds=%u report=%u exit=%u bphalt=%u user=%u ucalls=%u "
-            "cpuid=%u msr=%u calls2=%u\n",
+            "cpuid=%u msr=%u calls2=%u tf=%u\n",
             (uint64_t)opt.nproc, (uint64_t)opt.target, (uint64_t)opt.quiet, (uint64_t)opt.gap,
             (uint64_t)opt.calls, (uint64_t)opt.work, (uint64_t)opt.kpti, (uint64_t)opt.domctl,
             (uint64_t)opt.selftest, opt.rounds, (uint64_t)opt.report, (uint64_t)opt.exit,
             (uint64_t)opt.bphalt, (uint64_t)opt.user, (uint64_t)(opt.user ? opt.ucalls : 0),
-            (uint64_t)opt.cpuid, (uint64_t)opt.msr, (uint64_t)opt.calls2);
+            (uint64_t)opt.cpuid, (uint64_t)opt.msr, (uint64_t)opt.calls2, (uint64_t)opt.tf);
     kprintf("HVFG kfunc va=0x%x gpa=0x%x len=%u insn=", HVFG_KFUNC_VA, HVFG_KFUNC_GPA,
             (uint64_t)kfunc_insn_len);
     for ( uint32_t i = 0; i < kfunc_insn_len; i++ )

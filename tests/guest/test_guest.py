@@ -129,6 +129,9 @@ def check_final(info: GuestInfo, cmdline: str, rounds: int) -> None:
     assert info.ev_mismatches == 0
     assert info.cpuids == o.get("cpuid", 0) * total and info.msr_writes == o.get("msr", 0) * total
     assert info.calls2 == o.get("calls2", 0) * total and info.mismatches2 == 0
+    tf = o.get("tf", 0)
+    assert info.tf_steps == (2 * tf + 3 if tf else 0) * total
+    assert info.db_hits == info.tf_steps          # without a monitor every #DB reaches the guest
     assert info.round_checksum == info.round_checksum_ref
     assert info.exc_count == 0 and info.bp_selftest_hits == 0
     # guest-side time: TSC at the first slice <= last round == done; no rate
@@ -192,6 +195,7 @@ def test_banner_and_progress(boot) -> None:
         ("nproc=8 user=1 kpti=0 gap=7 work=3", 14, 1 / 8),
         ("nproc=2 cpuid=3 msr=2", 10, 1 / 3),
         ("nproc=3 calls2=2 calls=1", 12, 1 / 4),
+        ("nproc=2 tf=5 user=1", 10, 1 / 3),
     ],
 )
 def test_exact_counts(boot, cmdline: str, rounds: int, share: float | None) -> None:
