@@ -10,6 +10,7 @@ import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -186,9 +187,12 @@ class Guest:
                  timeout: float = 60.0) -> None:
         self.workdir = workdir
         self.log = workdir / "console.log"
-        self.qmp_path = workdir / "qmp.sock"
+        # Unix socket paths are limited to 107 bytes: keep them short,
+        # whatever the length of pytest's temporary directories.
+        self.sockdir = Path(tempfile.mkdtemp(prefix="hvfg-"))
+        self.qmp_path = self.sockdir / "qmp"
         self.dump = workdir / "info.bin"
-        self.gdb_path = workdir / "gdb.sock"
+        self.gdb_path = self.sockdir / "gdb"
         self.cmdline = cmdline
         self.timeout = timeout
         argv = [
@@ -309,6 +313,7 @@ class Guest:
             self.proc.kill()
             self.proc.wait()
         self.stderr.close()
+        shutil.rmtree(self.sockdir, ignore_errors=True)
 
 
 def build_guest(outdir: Path) -> Path:
