@@ -116,8 +116,9 @@ high_entry:
     jmp     4b
 
 /* ------------------------------------------------------------------------
- * The kernel function, alone at HVFG_KFUNC_VA (the linker script places
- * .text.kfunc there).  uint64_t kfunc(uint64_t proc, uint64_t x)
+ * The kernel-function page at HVFG_KFUNC_VA (the linker script places
+ * .text.kfunc there): kfunc at offset 0, kfunc2 at 0x800, dbgfunc at 0xc00,
+ * kfunc2's constant at 0xf00.  uint64_t kfunc(uint64_t proc, uint64_t x)
  *
  * Its first instruction (KFUNC_INSN, 8 bytes, no RIP-relative operand) is
  * what a VMI tool overwrites with int3; its result feeds everything after
