@@ -66,3 +66,15 @@ def test_hvfilter_process_bound_on_patched_xen(lab) -> None:
     assert d["filter_seen"] == d["guest_cr3_writes"] - d["before_install"]
     assert d["filter_forwarded"] == d["expected_forwarded"] == d["libvmi_after_install"]
     assert d["filter_passed"] == d["filter_seen"] - d["filter_forwarded"]
+
+
+@pytest.mark.skipif(os.environ.get("XEN_VARIANT", "plain") != "patched",
+                    reason="needs hvfilter in the hypervisor: make lab-test XEN_VARIANT=patched")
+def test_hvfilter_breakpoints_emulated_in_xen(lab) -> None:
+    res = lab.result("hvfilter_bp_emulate")
+    lab.assert_passed(res)
+    d = res["data"]
+    assert d["calls"] > 0
+    assert d["seen"] == d["emulated"] == d["calls"]
+    assert d["forwarded"] == 0 and d["libvmi_hits"] == 0
+    assert d["mismatches"] == 0 and d["exceptions"] == 0 and d["checks"] > 0
