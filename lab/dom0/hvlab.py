@@ -188,3 +188,31 @@ class Context:
     @property
     def ok(self) -> bool:
         return bool(self.checks) and all(c["ok"] for c in self.checks)
+
+
+def probe_guest(ctx: "Context") -> Any:
+    """Boot a throw-away test guest and return its published info page.
+
+    The guest image is the same every time, so what it publishes at boot
+    (the kernel function's first instruction, the fixed page-table roots of
+    its processes) holds for the guests a scenario creates afterwards.  This
+    lets a scenario plant a breakpoint before a guest's first instruction.
+    """
+    import guestinfo
+    from libvmi import INIT_DOMAINNAME, Libvmi, VMIMode
+
+    g = ctx.create_guest("nproc=1 rounds=1")
+    vmi = Libvmi(g.name, INIT_DOMAINNAME, mode=VMIMode.XEN, partial=True)
+    try:
+        def published() -> Any:
+            buf, _ = vmi.read_pa(guestinfo.INFO_GPA, guestinfo.INFO_SIZE)
+            try:
+                info = guestinfo.parse(buf)
+            except ValueError:
+                return None
+            return info if info.kfunc_insn and info.procs and info.procs[0].kroot else None
+
+        return wait_until(published, 60, "the probe guest publishing its info page")
+    finally:
+        vmi.destroy()
+        g.destroy()

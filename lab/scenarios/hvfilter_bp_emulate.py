@@ -28,33 +28,13 @@ from __future__ import annotations
 import time
 
 import guestinfo
-from hvlab import Context, LabError, log, wait_until
+from hvlab import Context, LabError, log, probe_guest
 
 TIMEOUT = 420
 ROUNDS = 300
 NPROC = 4
 GUEST_CMDLINE = f"nproc={NPROC} quiet=1 calls=2 work=16 kpti=1 rounds={ROUNDS}"
 DONE_LIMIT_S = 300
-
-
-def kernel_function_insn(ctx: Context) -> bytes:
-    """Boot a throw-away guest and read its kernel function's first instruction."""
-    from libvmi import INIT_DOMAINNAME, Libvmi, VMIMode
-
-    g = ctx.create_guest("nproc=1 rounds=1")
-    vmi = Libvmi(g.name, INIT_DOMAINNAME, mode=VMIMode.XEN, partial=True)
-    try:
-        def published() -> bytes | None:
-            buf, _ = vmi.read_pa(guestinfo.INFO_GPA, guestinfo.INFO_SIZE)
-            try:
-                return guestinfo.parse(buf).kfunc_insn or None
-            except ValueError:
-                return None
-
-        return wait_until(published, 60, "the first guest publishing its info page")
-    finally:
-        vmi.destroy()
-        g.destroy()
 
 
 def run(ctx: Context) -> None:
@@ -65,7 +45,7 @@ def run(ctx: Context) -> None:
     from libvmi import INIT_DOMAINNAME, INIT_EVENTS, Libvmi, VMIMode
     from libvmi.event import IntEvent
 
-    insn = kernel_function_insn(ctx)
+    insn = probe_guest(ctx).kfunc_insn
     gpa = guestinfo.KFUNC_GPA
     g = ctx.create_guest(GUEST_CMDLINE, paused=True)
     vmi = Libvmi(g.name, INIT_DOMAINNAME | INIT_EVENTS, mode=VMIMode.XEN, partial=True)

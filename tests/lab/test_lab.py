@@ -78,3 +78,15 @@ def test_hvfilter_breakpoints_emulated_in_xen(lab) -> None:
     assert d["seen"] == d["emulated"] == d["calls"]
     assert d["forwarded"] == 0 and d["libvmi_hits"] == 0
     assert d["mismatches"] == 0 and d["exceptions"] == 0 and d["checks"] > 0
+
+
+@pytest.mark.skipif(os.environ.get("XEN_VARIANT", "plain") != "patched",
+                    reason="needs hvfilter in the hypervisor: make lab-test XEN_VARIANT=patched")
+def test_hvfilter_process_bound_breakpoints(lab) -> None:
+    res = lab.result("hvfilter_bp_forward")
+    lab.assert_passed(res)
+    d = res["data"]
+    assert 0 < d["target_calls"] < d["calls"]
+    assert d["libvmi_hits"] == d["forwarded"] == d["target_calls"]
+    assert d["emulated"] == d["calls"] - d["target_calls"]
+    assert d["mismatches"] == d["target_mismatches"] == d["exceptions"] == 0

@@ -17,6 +17,9 @@
  * atomic, no allocation.  Anything the event path reads (the state pointer,
  * the table, the breakpoints, the sets) is only changed while the domain is
  * paused; a new table is built outside, then swapped in while paused.
+ * The one reader outside the event path, hvfilter_bp_insn() (a monitor's
+ * response, handled on a dom0 CPU), takes bp_lock, which breakpoint
+ * updates hold too.
  */
 
 #include <xen/domain.h>
@@ -47,6 +50,7 @@ struct hvfilter_domain {
     struct hvf_table *table;        /* NULL: no rules, every event forwarded */
     size_t table_bytes;
     struct hvf_bptab *bptab;        /* NULL until the first bp_add */
+    spinlock_t bp_lock;             /* bptab's contents vs hvfilter_bp_insn() */
     uint64_t generation;            /* +1 per table_replace */
     unsigned int nr_vcpus;
     struct hvfilter_vcpu *vcpu;     /* nr_vcpus entries, by vcpu_id */
@@ -142,6 +146,7 @@ static struct hvfilter_domain *get_state(struct domain *d)
     if ( !st )
         return NULL;
 
+    spin_lock_init(&st->bp_lock);
     st->nr_vcpus = d->max_vcpus;
     st->vcpu = hvf_alloc(sizeof(*st->vcpu) * st->nr_vcpus);
     if ( !st->vcpu )
@@ -358,7 +363,9 @@ static int bp_op(struct domain *d, unsigned int op,
             return -ENOENT;
 
         domain_pause(d);
+        spin_lock(&st->bp_lock);
         rc = hvf_bp_remove(st->bptab, bp->gpa);
+        spin_unlock(&st->bp_lock);
         domain_unpause(d);
 
         return rc;
@@ -378,8 +385,10 @@ static int bp_op(struct domain *d, unsigned int op,
     }
 
     domain_pause(d);
+    spin_lock(&st->bp_lock);
     st->bptab = bptab;
     rc = hvf_bp_add(bptab, bp);
+    spin_unlock(&st->bp_lock);
     domain_unpause(d);
 
     return rc;
@@ -574,6 +583,28 @@ void hvfilter_emulate_failed(struct vcpu *v, const struct hvfilter_ev *hev,
 
     if ( st )
         hvf_eval_emulate_failed(&st->vcpu[v->vcpu_id].c, &ev, &vd);
+}
+
+bool hvfilter_bp_insn(struct domain *d, uint64_t gpa,
+                      uint8_t bytes[XEN_HVFILTER_MAX_INSN_LEN + 1])
+{
+    struct hvfilter_domain *st = d->hvfilter;
+    const struct hvf_bp *bp;
+    bool found = false;
+
+    if ( !st )
+        return false;
+
+    spin_lock(&st->bp_lock);
+    if ( st->bptab && (bp = hvf_bp_find(st->bptab, gpa)) != NULL )
+    {
+        BUILD_BUG_ON(sizeof(bp->insn) != XEN_HVFILTER_MAX_INSN_LEN + 1);
+        memcpy(bytes, bp->insn, sizeof(bp->insn));
+        found = true;
+    }
+    spin_unlock(&st->bp_lock);
+
+    return found;
 }
 
 /*

@@ -67,6 +67,14 @@ unsigned int hvfilter_event(struct vcpu *v, const struct hvfilter_ev *ev,
 void hvfilter_emulate_failed(struct vcpu *v, const struct hvfilter_ev *ev,
                              const struct hvfilter_insn *insn);
 
+/*
+ * The bytes registered for the breakpoint at guest-physical address gpa
+ * (zero-padded to 16), for a monitor that answers a breakpoint event with
+ * EMULATE but no instruction data.  False when none is registered there.
+ */
+bool hvfilter_bp_insn(struct domain *d, uint64_t gpa,
+                      uint8_t bytes[XEN_HVFILTER_MAX_INSN_LEN + 1]);
+
 static inline bool hvfilter_active(const struct domain *d)
 {
     return unlikely(d->hvfilter != NULL);
@@ -87,6 +95,12 @@ static inline void hvfilter_emulate_failed(struct vcpu *v,
                                            const struct hvfilter_ev *ev,
                                            const struct hvfilter_insn *insn)
 {
+}
+
+static inline bool hvfilter_bp_insn(struct domain *d, uint64_t gpa,
+                                    uint8_t bytes[XEN_HVFILTER_MAX_INSN_LEN + 1])
+{
+    return false;
 }
 
 static inline bool hvfilter_active(const struct domain *d)

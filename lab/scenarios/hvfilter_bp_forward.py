@@ -1,0 +1,157 @@
+"""Process-bound breakpoints: the target's hits reach LibVMI, the rest stay in Xen.
+
+Needs XEN_VARIANT=patched, with Xen booted with ``svm-swint-int3`` (lab/run
+does so).  As in hvfilter_bp_emulate, the int3 is planted before the guest's
+first instruction and the guest stops by itself after ``rounds=N``, so every
+count is exact.  The rules are a VMI tool's process-bound breakpoint:
+
+    forward a breakpoint whose CR3 belongs to the target process,
+    emulate every other one inside Xen.
+
+The tool's LibVMI callback answers each forwarded hit with EMULATE and no
+instruction bytes (the Python bindings cannot send any): the patched Xen
+then executes the instruction from the bytes registered with hvfilter
+(xen/patches/0009).
+
+Expectations: LibVMI receives exactly the target's calls of the kernel
+function, each with a CR3 of the target; Xen emulates exactly the other
+processes' calls; the guest's self-check sees no wrong result, neither for
+the target's emulated-by-dom0-response calls nor the others; no exception.
+"""
+
+from __future__ import annotations
+
+import time
+
+import guestinfo
+from hvlab import Context, LabError, log, probe_guest
+
+TIMEOUT = 420
+ROUNDS = 300
+NPROC = 4
+GUEST_CMDLINE = f"nproc={NPROC} quiet=1 calls=2 work=16 kpti=1 rounds={ROUNDS}"
+DONE_LIMIT_S = 300
+MASK = 0x7FFF_FFFF_FFFF_E000          # a process: no bit 63, KPTI bit 12, PCID
+
+
+def run(ctx: Context) -> None:
+    if ctx.variant != "patched":
+        ctx.require("runs on the patched hypervisor (XEN_VARIANT=patched)", False,
+                    variant=ctx.variant)
+    from libvmi import INIT_DOMAINNAME, INIT_EVENTS, Libvmi, VMIMode
+    from libvmi.event import EventResponse, IntEvent
+
+    import hvfilter as hv
+    from hvfilter import CR3, Kind, emulate, forward, on
+
+    probe = probe_guest(ctx)
+    insn = probe.kfunc_insn
+    target_root = probe.procs[0].kroot
+    gpa = guestinfo.KFUNC_GPA
+    g = ctx.create_guest(GUEST_CMDLINE, paused=True)
+    vmi = Libvmi(g.name, INIT_DOMAINNAME | INIT_EVENTS, mode=VMIMode.XEN, partial=True)
+    hyp = hv.open("xen")
+    dom = hyp.domain(g.domid)
+    hits: list[tuple[int, int]] = []        # (cr3, rip) of the hits LibVMI received
+    inst = None
+    bp_registered = False
+
+    def read_info() -> guestinfo.GuestInfo:
+        buf, _ = vmi.read_pa(guestinfo.INFO_GPA, guestinfo.INFO_SIZE)
+        return guestinfo.parse(buf)
+
+    def on_int3(_vmi, e):  # type: ignore[no-untyped-def]
+        hits.append((e.x86_regs.cr3, e.x86_regs.rip))
+        e.reinject = 0                      # ours: run the original instruction
+        return EventResponse.EMULATE
+
+    ev = IntEvent(on_int3)
+    registered = False
+    try:
+        mem, _ = vmi.read_pa(gpa, len(insn))
+        ctx.require("the guest image holds the published instruction", mem == insn,
+                    memory=mem.hex(), published=insn.hex())
+        vmi.register_event(ev)
+        registered = True
+        target = hv.process("target", target_root)
+        prog = hv.compile([
+            on(Kind.BREAKPOINT).when(CR3.in_(target)).named("target's hits").then(forward),
+            on(Kind.BREAKPOINT).named("everyone else's").then(emulate),
+        ])
+        inst = dom.install(prog)
+        dom.reset_stats()
+        dom.add_breakpoint(gpa, insn)
+        bp_registered = True
+        vmi.write_8_pa(gpa, 0xCC)
+        t0 = time.monotonic()
+        g.unpause()
+
+        while True:
+            vmi.listen(100)
+            try:
+                info = read_info()
+            except ValueError:
+                info = None
+            if info is not None and info.state not in (guestinfo.STATE_BOOT,
+                                                       guestinfo.STATE_RUNNING):
+                break
+            if time.monotonic() - t0 > DONE_LIMIT_S:
+                raise LabError(f"the guest did not finish {ROUNDS} rounds in {DONE_LIMIT_S} s")
+        secs = time.monotonic() - t0
+        final = read_info()
+        stats = dom.stats()
+        c = stats.kinds[Kind.BREAKPOINT]
+        tcalls = final.procs[0].calls
+        log(f"{final.calls} calls, {tcalls} by the target; hvfilter forwarded {c.forwarded}, "
+            f"emulated {c.emulated}; LibVMI got {len(hits)}; {secs:.1f} s")
+        ctx.data.update(calls=final.calls, target_calls=tcalls, seen=c.seen,
+                        forwarded=c.forwarded, emulated=c.emulated, libvmi_hits=len(hits),
+                        mismatches=final.mismatches, target_mismatches=final.target_mismatches,
+                        checks=final.checks, exceptions=final.exc_count, seconds=round(secs, 2),
+                        stats_table=stats.table(), program=prog.dump())
+        ctx.check("the guest finished its rounds",
+                  final.state == guestinfo.STATE_DONE and final.rounds == ROUNDS,
+                  state=final.state_name, rounds=final.rounds)
+        ctx.check("the target made calls, and so did the others",
+                  0 < tcalls < final.calls, target=tcalls, all=final.calls)
+        ctx.check("LibVMI received exactly the target's calls", len(hits) == tcalls,
+                  libvmi=len(hits), target_calls=tcalls)
+        ctx.check("every hit LibVMI received came from the target",
+                  all((cr3 & MASK) == (target_root & MASK) for cr3, _ in hits),
+                  bad=[hex(cr3) for cr3, _ in hits if (cr3 & MASK) != (target_root & MASK)][:8])
+        ctx.check("hvfilter forwarded exactly those", c.forwarded == tcalls,
+                  forwarded=c.forwarded, target_calls=tcalls)
+        ctx.check("everyone else's calls were emulated in Xen",
+                  c.emulated == final.calls - tcalls and c.seen == final.calls,
+                  emulated=c.emulated, seen=c.seen, calls=final.calls)
+        ctx.check("the guest took no exception", final.exc_count == 0,
+                  exceptions=final.exc_count, vector=final.last_exc_vector,
+                  rip=hex(final.last_exc_rip))
+        ctx.check("the guest's self-check saw no wrong result, the target's included",
+                  final.checks > 0 and final.mismatches == 0 and final.target_mismatches == 0,
+                  checks=final.checks, mismatches=final.mismatches,
+                  target_mismatches=final.target_mismatches)
+        ctx.check("statistics obey the conservation law", stats.conserved)
+    finally:
+        try:
+            if registered:
+                vmi.pause_vm()
+                vmi.write_pa(gpa, insn[:1])
+                while vmi.are_events_pending() > 0:
+                    vmi.listen(10)
+                vmi.clear_event(ev)
+                vmi.resume_vm()
+        except Exception as e:
+            log(f"cleanup: restoring the byte / clearing the event failed: {e!r}")
+        if bp_registered:
+            try:
+                dom.remove_breakpoint(gpa)
+            except Exception as e:
+                log(f"cleanup: removing the breakpoint failed: {e!r}")
+        if inst is not None:
+            try:
+                inst.uninstall()
+            except Exception as e:
+                log(f"cleanup: uninstalling the rules failed: {e!r}")
+        vmi.destroy()
+        hyp.close()
