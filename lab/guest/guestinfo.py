@@ -31,6 +31,13 @@ KFUNC_GPA: Final = 0x10_1000
 KFUNC_VA: Final = KBASE + KFUNC_GPA
 KFUNC2_GPA: Final = KFUNC_GPA + 0x800
 KFUNC2_VA: Final = KBASE + KFUNC2_GPA
+# The original first instructions (also published in the info page, and
+# checked against the built image by tests/guest/test_elf.py): a tool can
+# plant its breakpoints before the guest's first instruction without booting
+# a probe guest to read them.
+KFUNC_INSN: Final = bytes.fromhex("488d84fe95e9d15b")   # lea 0x5bd1e995(%rsi,%rdi,8), %rax
+KFUNC2_INSN: Final = bytes.fromhex("488b05f9060000")    # mov 0x6f9(%rip), %rax
+UFUNC_INSN: Final = bytes.fromhex("4869c691f44525")     # imul $0x2545f491, %rsi, %rax
 DBG_GPA: Final = KFUNC_GPA + 0xC00
 DBG_VA: Final = KBASE + DBG_GPA
 DBG_LEN: Final = 0x40

@@ -75,9 +75,9 @@ def test_fixed_code_addresses(guest_elf: Path) -> None:
         assert paddr <= gpa and gpa + n <= paddr + filesz
         return elf[off + gpa - paddr:off + gpa - paddr + n]
 
-    assert at(guestinfo.KFUNC_GPA, 8) == bytes.fromhex("488d84fe95e9d15b")
-    assert at(guestinfo.KFUNC2_GPA, 7) == bytes.fromhex("488b05f9060000")
-    assert at(guestinfo.UFUNC_GPA, 7) == bytes.fromhex("4869c691f44525")
+    assert at(guestinfo.KFUNC_GPA, 8) == guestinfo.KFUNC_INSN
+    assert at(guestinfo.KFUNC2_GPA, 7) == guestinfo.KFUNC2_INSN
+    assert at(guestinfo.UFUNC_GPA, 7) == guestinfo.UFUNC_INSN
     # kfunc2's displacement reaches its constant at page offset 0xf00
     assert guestinfo.KFUNC2_GPA + 7 + 0x6F9 == guestinfo.KFUNC_GPA + 0xF00
     assert at(guestinfo.KFUNC_GPA + 0xF00, 8) == (0x9E3779B97F4A7C15).to_bytes(8, "little")

@@ -67,9 +67,9 @@ def check_static(info: GuestInfo) -> None:
     """Relations that hold in every consistent snapshot."""
     assert info.magic == guestinfo.INFO_MAGIC and info.consistent
     assert info.kfunc_va == guestinfo.KFUNC_VA and info.kfunc_gpa == guestinfo.KFUNC_GPA
-    assert info.kfunc_insn == bytes.fromhex("488d84fe95e9d15b")
+    assert info.kfunc_insn == guestinfo.KFUNC_INSN
     assert info.kfunc2_va == guestinfo.KFUNC2_VA and info.kfunc2_gpa == guestinfo.KFUNC2_GPA
-    assert info.kfunc2_insn == bytes.fromhex("488b05f9060000")   # mov 0x6f9(%rip), %rax
+    assert info.kfunc2_insn == guestinfo.KFUNC2_INSN
     assert info.cr3_writes_boot == 1
     assert info.cr3_writes == info.cr3_writes_boot + sum(p.cr3_writes for p in info.procs)
     assert info.slices == sum(p.slices for p in info.procs)
@@ -316,7 +316,7 @@ def test_reinjected_bp_at_ufunc_recovers(boot) -> None:
     assert info.ucalls == 2 * 9 and info.exc_count == 2 * 6
     assert info.last_exc_vector == 3 and info.last_exc_rip == guestinfo.UFUNC_VA + 1
     assert info.last_exc_cpl == 3
-    assert info.ufunc_insn == bytes.fromhex("4869c691f44525")
+    assert info.ufunc_insn == guestinfo.UFUNC_INSN
     assert info.last_exc_cr3 == info.procs[info.last_exc_proc].uroot
     assert info.mismatches == 0 and info.umismatches == 0
     line = g.wait_line(r"^HVFG EXCEPTION vector=3 ")[0]
