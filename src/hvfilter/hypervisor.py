@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import errno
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Literal
 
@@ -368,7 +368,7 @@ class Subscription:
     """
 
     def __init__(self, domain: Domain, kinds: frozenset[Kind],
-                 process: str | ValueSet | None) -> None:
+                 process: str | ValueSet | Container[int] | None) -> None:
         self.domain = domain
         self.kinds = kinds
         self.process = process
@@ -398,23 +398,31 @@ class Subscription:
         p = self.process
         if p is None:
             return None
-        name = p if isinstance(p, str) else p.name
-        inst = self.domain._installation
-        if inst is not None and name in inst._sets:
-            return inst._sets[name].__contains__
+        if isinstance(p, str | ValueSet):
+            name = p if isinstance(p, str) else p.name
+            inst = self.domain._installation
+            if inst is not None and name in inst._sets:
+                return inst._sets[name].__contains__
+        if isinstance(p, str):
+            return None
         if isinstance(p, ValueSet):
             keys = {v & p.mask for v in p.values}
             mask = p.mask
             return lambda v: (v & mask) in keys
-        return None
+        return p.__contains__       # e.g. a ProcessScope, which follows its process
 
-    def _deliver(self, raw: RawEvent) -> None:
+    def _deliver(self, raw: RawEvent) -> object:
+        """Deliver one event; return the first non-None callback result (a response)."""
         ev = from_raw(raw, self._member())
+        reply: object = None
         if self._callbacks:
             for cb in self._callbacks:
-                cb(ev)
+                r: object = cb(ev)
+                if reply is None:
+                    reply = r
         else:
             self._queue.append(ev)
+        return reply
 
     def __iter__(self) -> Iterator[Event]:
         return self
@@ -454,6 +462,9 @@ class Domain:
         self._source = source
         self._installation: Installation | None = None
         self._subs: list[Subscription] = []
+        #: The first callback result of the event being dispatched (the LibVMI
+        #: adapter answers the event with it).
+        self._reply: object = None
 
     @property
     def _ctl(self) -> ShimControl:
@@ -467,6 +478,9 @@ class Domain:
             UnsupportedError: on Xen before an adapter was attached.
 
         """
+        if self._source is None and self.hypervisor.backend == "xen":
+            from hvfilter.libvmi_adapter import LibvmiSource
+            self._source = LibvmiSource.open(self)
         if self._source is None:
             raise UnsupportedError(
                 f"domain {self.domid}: no event source: on Xen, events are consumed through "
@@ -581,20 +595,23 @@ class Domain:
 
     # -- events ---------------------------------------------------------
 
-    def subscribe(self, *types: type, process: str | ValueSet | None = None) -> Subscription:
+    def subscribe(self, *types: type,
+                  process: str | ValueSet | Container[int] | None = None) -> Subscription:
         """Subscribe to forwarded events of the given classes.
 
         Args:
             *types: event classes (:class:`Cr3Switch`, :class:`Breakpoint`...);
                 none means all.
-            process: the watched process (set name or :class:`ValueSet`),
-                which fills :attr:`Cr3Switch.entered`.
+            process: the watched process (set name, :class:`ValueSet` or a
+                :class:`~hvfilter.libvmi_adapter.ProcessScope`), which fills
+                :attr:`Cr3Switch.entered`.
 
         Returns:
             A :class:`Subscription` (an iterator; or add callbacks with ``on``).
 
         Raises:
-            UnsupportedError: no event source (on Xen, attach the LibVMI adapter).
+            UnsupportedError: no event source (on Xen: LibVMI's bindings are
+                missing; ``pip install hvfilter[xen]``).
 
         Example:
             >>> for ev in dom.subscribe(Cr3Switch, process="target"):
@@ -612,9 +629,12 @@ class Domain:
         return sub
 
     def _dispatch(self, raw: RawEvent) -> bool:
+        self._reply = None
         for sub in list(self._subs):
             if raw.kind in sub.kinds:
-                sub._deliver(raw)
+                r = sub._deliver(raw)
+                if self._reply is None:
+                    self._reply = r
         return False
 
     def listen(self, timeout: float | None = None) -> int:
