@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the small, often-changing overlay archive and the final initramfs.
 #
-#   overlay.cpio.gz: /init (lab/dom0/init), /opt/hvlab/{dom0,scenarios,tests,guest}
+#   overlay.cpio.gz: /init (lab/dom0/init), /opt/hvlab/{dom0,scenarios,tests,examples,guest}
 #                    and the project's own Python package (wheel contents)
 #   rootfs.cpio.gz:  base.cpio.gz + overlay.cpio.gz concatenated (Linux
 #                    unpacks concatenated gzip cpio archives in order)
@@ -40,6 +40,7 @@ for f in "$LAB_DIR"/guest/*.py "$LAB_DIR"/guest/*.h; do
     [ -f "$f" ] && cp "$f" "$ov/opt/hvlab/guest/"
 done
 [ -d "$TOP_DIR/tests" ] && cp -a "$TOP_DIR/tests" "$ov/opt/hvlab/tests"
+[ -d "$TOP_DIR/examples" ] && cp -a "$TOP_DIR/examples" "$ov/opt/hvlab/examples"
 find "$ov" -name __pycache__ -prune -exec rm -rf {} +
 
 # The project's Python package, once it exists: a wheel built on the host
