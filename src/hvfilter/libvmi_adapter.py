@@ -59,7 +59,7 @@ from hvfilter.errors import (
     UnsupportedError,
 )
 from hvfilter.events import Breakpoint, Cr3Switch, raw_event
-from hvfilter.hypervisor import Domain, Installation, InstalledSet, Subscription
+from hvfilter.hypervisor import Domain, Hypervisor, Installation, InstalledSet, Subscription
 from hvfilter.rules import (
     CR3,
     KPTI_BIT,
@@ -588,6 +588,32 @@ class Monitor:
             if old in (signal.SIG_DFL, None):
                 self._old_term = old
                 signal.signal(signal.SIGTERM, _term_to_exit)
+
+    @classmethod
+    def open(cls, hyp: Hypervisor, name: str,
+             filter_in: Literal["xen", "dom0"] = "xen") -> Monitor:
+        """Open LibVMI on the domain called ``name`` and monitor it.
+
+        Example:
+            >>> with hvfilter.open("xen") as hyp, Monitor.open(hyp, "web01") as mon:
+            ...     ...
+
+        """
+        lv = _libvmi()
+        try:
+            vmi = lv.Libvmi(name, lv.INIT_DOMAINNAME | lv.INIT_EVENTS, mode=lv.VMIMode.XEN,
+                            partial=True)
+        except lv.LibvmiError as e:
+            raise HvfilterError(f"LibVMI could not open domain {name} with events: {e}; "
+                                "remedy: run as root in dom0, and only one monitor per domain",
+                                op="libvmi_init") from e
+        try:
+            mon = cls(hyp.domain(int(vmi.get_vmid())), vmi, filter_in)
+        except BaseException:
+            vmi.destroy()
+            raise
+        mon.source.owns_vmi = True
+        return mon
 
     # -- breakpoints -------------------------------------------------------
 

@@ -26,7 +26,8 @@ TOP = HERE.parent.parent
 VARIANT = os.environ.get("XEN_VARIANT", "plain")
 LAB_SCENARIOS = ("toolstack", "libvmi_basics", "cr3_libvmi", "hvfilter_binding")
 # Scenarios that need hvfilter in the hypervisor run only on the patched variant.
-PATCHED_SCENARIOS = ("hvfilter_process_bound", "hvfilter_bp_emulate", "hvfilter_bp_forward")
+PATCHED_SCENARIOS = ("hvfilter_process_bound", "hvfilter_bp_emulate", "hvfilter_bp_forward",
+                     "hvfilter_monitor", "hvfilter_bench_smoke")
 if VARIANT == "patched":
     LAB_SCENARIOS += PATCHED_SCENARIOS
 
