@@ -318,8 +318,12 @@ static int sim_table_replace(struct hvf_handle *h, struct sim_domain *d,
     size_t size = 0;
     int rc;
 
+    /* Xen's order: the counts are bounded before any handle is read. */
     if ( tb->pad )
         return -EINVAL;
+    if ( tb->nr_rules > XEN_HVFILTER_MAX_RULES ||
+         tb->nr_sets > XEN_HVFILTER_MAX_SETS )
+        return -E2BIG;
     if ( (tb->nr_rules && !rules) || (tb->nr_sets && !sets) ||
          (tb->nr_keys && !keys) )
         return -EFAULT;
@@ -362,10 +366,11 @@ static int sim_set_op(struct sim_domain *d, unsigned int op,
             return -EINVAL;
         return hvf_set_flush(d->table, s->set_id);
     }
-    if ( !d->table || s->set_id >= d->table->nr_sets )
-        return -ENOENT;
+    /* Xen's order: the batch size first, then the set. */
     if ( !s->nr_keys || s->nr_keys > XEN_HVFILTER_MAX_SET_ENTRIES )
         return -EINVAL;
+    if ( !d->table || s->set_id >= d->table->nr_sets )
+        return -ENOENT;
     if ( !s->keys.p )
         return -EFAULT;
     if ( op == XEN_HVFILTER_OP_set_add )
@@ -420,6 +425,7 @@ static int sim_domctl(struct hvf_handle *h, struct xen_domctl *dc)
     struct xen_domctl_hvfilter_op *op = (struct xen_domctl_hvfilter_op *)&dc->u;
     struct sim_domain *d;
     unsigned int i;
+    size_t used;
 
     /* do_domctl(): version, privilege, then the command. */
     if ( dc->interface_version != h->cfg.domctl_version )
@@ -448,6 +454,33 @@ static int sim_domctl(struct hvf_handle *h, struct xen_domctl *dc)
     }
     if ( !d->hvm )
         return -EOPNOTSUPP;
+
+    /* As hvfilter_domctl(): the union's bytes past the op's member are 0. */
+    switch ( op->op )
+    {
+    case XEN_HVFILTER_OP_table_replace:
+        used = sizeof(op->u.table);
+        break;
+    case XEN_HVFILTER_OP_set_add:
+    case XEN_HVFILTER_OP_set_remove:
+    case XEN_HVFILTER_OP_set_flush:
+        used = sizeof(op->u.set);
+        break;
+    case XEN_HVFILTER_OP_bp_add:
+    case XEN_HVFILTER_OP_bp_remove:
+        used = sizeof(op->u.bp);
+        break;
+    case XEN_HVFILTER_OP_stats_get:
+    case XEN_HVFILTER_OP_stats_reset:
+        used = sizeof(op->u.stats);
+        break;
+    default:
+        used = sizeof(op->u.pad);   /* get_info's union is output only */
+        break;
+    }
+    for ( i = used; i < sizeof(op->u.pad); i++ )
+        if ( op->u.pad[i] )
+            return -EINVAL;
 
     switch ( op->op )
     {
@@ -515,13 +548,12 @@ static int sim_domctl(struct hvf_handle *h, struct xen_domctl *dc)
  * The union is copied back in both cases: get_info's answer, and what Xen
  * leaves there on errors.
  */
-static int do_op(struct hvf_handle *h, uint32_t domid,
-                 struct xen_domctl_hvfilter_op *op)
+static int issue_op(struct hvf_handle *h, uint32_t domid,
+                    struct xen_domctl_hvfilter_op *op)
 {
     struct xen_domctl *dc;
     int rc;
 
-    op->abi_version = XEN_HVFILTER_INTERFACE_VERSION;
     if ( domid > 0xffff )
         return -ESRCH;
     dc = buf_alloc(h, sizeof(*dc));
@@ -547,6 +579,25 @@ static int do_op(struct hvf_handle *h, uint32_t domid,
     memcpy(op, &dc->u, sizeof(*op));
     buf_free(h, dc);
     return rc;
+}
+
+static int do_op(struct hvf_handle *h, uint32_t domid,
+                 struct xen_domctl_hvfilter_op *op)
+{
+    op->abi_version = XEN_HVFILTER_INTERFACE_VERSION;
+    return issue_op(h, domid, op);
+}
+
+/*
+ * The payload exactly as the caller built it, abi_version and padding
+ * included: for tests of the hypervisor's own checks.  Handles in the union
+ * are passed through unchanged, so they must be null or point to memory the
+ * hypervisor may not read (the checks tested come first).
+ */
+int hvf_op_raw(struct hvf_handle *h, uint32_t domid,
+               struct xen_domctl_hvfilter_op *op)
+{
+    return issue_op(h, domid, op);
 }
 
 int hvf_op_get_info(struct hvf_handle *h, uint32_t domid,

@@ -109,6 +109,12 @@ int hvf_op_bp_remove(struct hvf_handle *h, uint32_t domid, uint64_t gpa);
 int hvf_op_stats_get(struct hvf_handle *h, uint32_t domid,
                      struct xen_hvfilter_stats *out);
 int hvf_op_stats_reset(struct hvf_handle *h, uint32_t domid);
+/*
+ * The payload as given (abi_version and padding too), for tests of the
+ * hypervisor's checks; handles in it are passed through unchanged.
+ */
+int hvf_op_raw(struct hvf_handle *h, uint32_t domid,
+               struct xen_domctl_hvfilter_op *op);
 
 /* The simulator: domains and event feeding. */
 int hvf_sim_domain_create(struct hvf_handle *h, uint32_t domid,

@@ -69,6 +69,8 @@ int hvf_op_bp_remove(struct hvf_handle *h, uint32_t domid, uint64_t gpa);
 int hvf_op_stats_get(struct hvf_handle *h, uint32_t domid,
                      struct xen_hvfilter_stats *out);
 int hvf_op_stats_reset(struct hvf_handle *h, uint32_t domid);
+int hvf_op_raw(struct hvf_handle *h, uint32_t domid,
+               struct xen_domctl_hvfilter_op *op);
 
 int hvf_sim_domain_create(struct hvf_handle *h, uint32_t domid,
                           uint32_t nr_vcpus, bool hvm);

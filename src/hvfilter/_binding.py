@@ -253,6 +253,23 @@ def op_stats_reset(h: Handle, domid: int) -> int:
     return int(lib.hvf_op_stats_reset(h.ptr, domid))
 
 
+def op_raw(h: Handle, domid: int, op: int, abi_version: int, union: bytes) -> tuple[int, bytes]:
+    """``hvf_op_raw``: issue ``op`` with this ``abi_version`` and these union bytes.
+
+    ``union`` (at most 64 bytes, zero-extended) is the payload exactly as the
+    hypervisor will read it, padding included; nothing is checked here.
+    Returns the result code and the union as the hypervisor left it.
+    """
+    if len(union) > 64:
+        raise ValueError("the op union is 64 bytes")
+    c = ffi.new("struct xen_domctl_hvfilter_op *")
+    c.op = op
+    c.abi_version = abi_version
+    ffi.memmove(ffi.addressof(c.u), union, len(union))
+    rc = int(lib.hvf_op_raw(h.ptr, domid, c))
+    return rc, bytes(ffi.buffer(ffi.addressof(c.u)))
+
+
 def sim_domain_create(h: Handle, domid: int, nr_vcpus: int, hvm: bool) -> int:
     """``hvf_sim_domain_create``."""
     return int(lib.hvf_sim_domain_create(h.ptr, domid, nr_vcpus, hvm))

@@ -153,6 +153,26 @@ class ShimControl:
         """XEN_HVFILTER_OP_stats_reset."""
         _check(_binding.op_stats_reset(self.handle, domid), "stats_reset", domid)
 
+    def raw_op(self, domid: int, op: int, union: bytes = b"",
+               abi_version: int | None = None) -> bytes:
+        """Issue XEN_HVFILTER_OP ``op`` with a hand-made payload, unchecked.
+
+        ``union`` is the 64-byte payload union as the hypervisor reads it
+        (zero-extended), ``abi_version`` defaults to this library's.  This
+        bypasses every check of the shim and of the Python layers, so that
+        tests can show what the hypervisor itself refuses.  Returns the union
+        as the hypervisor left it.
+
+        Raises:
+            HvfilterError: the subclass of the errno table for a non-zero result.
+
+        """
+        if abi_version is None:
+            abi_version = _binding.const("XEN_HVFILTER_INTERFACE_VERSION")
+        rc, out = _binding.op_raw(self.handle, domid, op, abi_version, union)
+        _check(rc, f"raw op {op}", domid)
+        return out
+
     def sim_domain_create(self, domid: int, nr_vcpus: int, hvm: bool) -> None:
         """Create a simulated domain."""
         _check(_binding.sim_domain_create(self.handle, domid, nr_vcpus, hvm),
