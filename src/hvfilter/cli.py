@@ -5,14 +5,17 @@ Usage::
     hvfilter demo                      # simulator unless on a patched Xen dom0
     hvfilter demo --domain 5 --cr3 0x1f4d3000 --bp-gpa 0x12344b0 --seconds 10
     hvfilter info --domain 5           # version, limits, capabilities
+    hvfilter rules 5 [--json]          # what is installed (as far as Xen reports it)
+    hvfilter stats 5 [--json]          # counters per kind and per rule, conservation
     hvfilter bench --json bench/results/python.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attrs
@@ -62,7 +65,31 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="hvfilter version, limits and capabilities of a domain")
     i.add_argument("--backend", choices=("auto", "xen", "sim"), default="auto")
     i.add_argument("--domain", type=int, default=1)
+    for name, what in (("rules", "what is installed on a domain (as far as Xen reports it)"),
+                       ("stats", "a domain's counters per event kind and per rule")):
+        v = sub.add_parser(name, help=what, description=what)
+        v.add_argument("domain", type=int, help="the domain id")
+        v.add_argument("--backend", choices=("auto", "xen", "sim"), default="auto")
+        v.add_argument("--json", action="store_true", help="print JSON")
     return p
+
+
+def _view(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    from hvfilter import views
+    with open(args.backend) as hyp:
+        if hyp.backend == "sim":
+            hyp.create_domain(args.domain)
+        dom = hyp.domain(args.domain)
+        v = views.rules_view(dom) if args.cmd == "rules" else views.stats_view(dom)
+        v["backend"] = hyp.backend
+        if args.json:
+            out(json.dumps(v, indent=1))
+        else:
+            if hyp.backend == "sim":
+                out(f"backend: sim ({hyp.fallback_reason or 'requested'}), "
+                    "an empty simulated domain")
+            out(views.format_rules(v) if args.cmd == "rules" else views.format_stats(v))
+        return 0 if args.cmd == "rules" or v["conserved"] else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from hvfilter import bench
             bench.main(out, args.json, args.rounds)
             return 0
+        if args.cmd in ("rules", "stats"):
+            return _view(args, out)
         with open(args.backend) as hyp:
             if hyp.backend == "sim":
                 hyp.create_domain(args.domain)
