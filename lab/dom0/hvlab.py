@@ -216,3 +216,74 @@ def probe_guest(ctx: "Context") -> Any:
     finally:
         vmi.destroy()
         g.destroy()
+
+
+def guest_info(vmi: Any) -> Any:
+    """The test guest's info page read through LibVMI, or None until it is published."""
+    import guestinfo
+
+    buf, _ = vmi.read_pa(guestinfo.INFO_GPA, guestinfo.INFO_SIZE)
+    try:
+        return guestinfo.parse(buf)
+    except ValueError:
+        return None
+
+
+def listen_until_guest_stops(vmi: Any, limit_s: float, what: str,
+                             after_listen: Optional[Callable[[], None]] = None) -> float:
+    """Serve LibVMI events until the test guest stops by itself (``rounds=N``).
+
+    ``after_listen`` runs after every ``listen`` (e.g. to re-raise an error a
+    callback stored).  Returns the seconds it took; raises LabError naming
+    ``what`` after ``limit_s``.
+    """
+    import guestinfo
+
+    t0 = time.monotonic()
+    while True:
+        vmi.listen(100)
+        if after_listen is not None:
+            after_listen()
+        info = guest_info(vmi)
+        if info is not None and info.state not in (guestinfo.STATE_BOOT, guestinfo.STATE_RUNNING):
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > limit_s:
+            raise LabError(f"{what} did not finish within {limit_s} s")
+
+
+def stop_events(vmi: Any, *events: Any) -> None:
+    """Unsubscribe LibVMI events safely: pause, answer what is pending, clear, resume."""
+    vmi.pause_vm()
+    try:
+        while vmi.are_events_pending() > 0:
+            vmi.listen(10)
+        for ev in events:
+            vmi.clear_event(ev)
+    finally:
+        vmi.resume_vm()
+
+
+class Cleanup:
+    """Undo steps, run in reverse order of registration when the block ends.
+
+    A step that fails is logged and the others still run, so one broken
+    step cannot leave a planted int3, a registered event or installed rules
+    behind.
+    """
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[str, Callable[..., Any], tuple[Any, ...]]] = []
+
+    def add(self, what: str, fn: Callable[..., Any], *args: Any) -> None:
+        self._steps.append((what, fn, args))
+
+    def __enter__(self) -> "Cleanup":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        while self._steps:
+            what, fn, args = self._steps.pop()
+            try:
+                fn(*args)
+            except Exception as e:
+                log(f"cleanup: {what} failed: {e!r}")

@@ -21,10 +21,8 @@ the target's emulated-by-dom0-response calls nor the others; no exception.
 
 from __future__ import annotations
 
-import time
-
 import guestinfo
-from hvlab import Context, LabError, log, probe_guest
+from hvlab import Cleanup, Context, guest_info, listen_until_guest_stops, log, probe_guest, stop_events
 
 TIMEOUT = 420
 ROUNDS = 300
@@ -49,56 +47,41 @@ def run(ctx: Context) -> None:
     target_root = probe.procs[0].kroot
     gpa = guestinfo.KFUNC_GPA
     g = ctx.create_guest(GUEST_CMDLINE, paused=True)
-    vmi = Libvmi(g.name, INIT_DOMAINNAME | INIT_EVENTS, mode=VMIMode.XEN, partial=True)
-    hyp = hv.open("xen")
-    dom = hyp.domain(g.domid)
     hits: list[tuple[int, int]] = []        # (cr3, rip) of the hits LibVMI received
-    inst = None
-    bp_registered = False
-
-    def read_info() -> guestinfo.GuestInfo:
-        buf, _ = vmi.read_pa(guestinfo.INFO_GPA, guestinfo.INFO_SIZE)
-        return guestinfo.parse(buf)
 
     def on_int3(_vmi, e):  # type: ignore[no-untyped-def]
         hits.append((e.x86_regs.cr3, e.x86_regs.rip))
         e.reinject = 0                      # ours: run the original instruction
         return EventResponse.EMULATE
 
-    ev = IntEvent(on_int3)
-    registered = False
-    try:
+    with Cleanup() as undo:
+        vmi = Libvmi(g.name, INIT_DOMAINNAME | INIT_EVENTS, mode=VMIMode.XEN, partial=True)
+        undo.add("closing LibVMI", vmi.destroy)
+        hyp = hv.open("xen")
+        undo.add("closing hvfilter", hyp.close)
+        dom = hyp.domain(g.domid)
         mem, _ = vmi.read_pa(gpa, len(insn))
         ctx.require("the guest image holds the published instruction", mem == insn,
                     memory=mem.hex(), published=insn.hex())
+        ev = IntEvent(on_int3)
         vmi.register_event(ev)
-        registered = True
+        undo.add("clearing the int3 event", stop_events, vmi, ev)
         target = hv.process("target", target_root)
         prog = hv.compile([
             on(Kind.BREAKPOINT).when(CR3.in_(target)).named("target's hits").then(forward),
             on(Kind.BREAKPOINT).named("everyone else's").then(emulate),
         ])
         inst = dom.install(prog)
+        undo.add("uninstalling the rules", inst.uninstall)
         dom.reset_stats()
         dom.add_breakpoint(gpa, insn)
-        bp_registered = True
+        undo.add("unregistering the breakpoint", dom.remove_breakpoint, gpa)
         vmi.write_8_pa(gpa, 0xCC)
-        t0 = time.monotonic()
-        g.unpause()
+        undo.add("restoring the kernel function's first byte", vmi.write_pa, gpa, insn[:1])
 
-        while True:
-            vmi.listen(100)
-            try:
-                info = read_info()
-            except ValueError:
-                info = None
-            if info is not None and info.state not in (guestinfo.STATE_BOOT,
-                                                       guestinfo.STATE_RUNNING):
-                break
-            if time.monotonic() - t0 > DONE_LIMIT_S:
-                raise LabError(f"the guest did not finish {ROUNDS} rounds in {DONE_LIMIT_S} s")
-        secs = time.monotonic() - t0
-        final = read_info()
+        g.unpause()
+        secs = listen_until_guest_stops(vmi, DONE_LIMIT_S, f"the guest's {ROUNDS} rounds")
+        final = guest_info(vmi)
         stats = dom.stats()
         c = stats.kinds[Kind.BREAKPOINT]
         tcalls = final.procs[0].calls
@@ -132,26 +115,3 @@ def run(ctx: Context) -> None:
                   checks=final.checks, mismatches=final.mismatches,
                   target_mismatches=final.target_mismatches)
         ctx.check("statistics obey the conservation law", stats.conserved)
-    finally:
-        try:
-            if registered:
-                vmi.pause_vm()
-                vmi.write_pa(gpa, insn[:1])
-                while vmi.are_events_pending() > 0:
-                    vmi.listen(10)
-                vmi.clear_event(ev)
-                vmi.resume_vm()
-        except Exception as e:
-            log(f"cleanup: restoring the byte / clearing the event failed: {e!r}")
-        if bp_registered:
-            try:
-                dom.remove_breakpoint(gpa)
-            except Exception as e:
-                log(f"cleanup: removing the breakpoint failed: {e!r}")
-        if inst is not None:
-            try:
-                inst.uninstall()
-            except Exception as e:
-                log(f"cleanup: uninstalling the rules failed: {e!r}")
-        vmi.destroy()
-        hyp.close()
