@@ -8,13 +8,13 @@ Exact counting needs quiet boundaries: pausing a running guest lands in the
 middle of a call as often as not.  So the int3 is planted before the guest's
 first instruction and the guest stops by itself after ``rounds=N``:
 
-1. a first guest boots to publish its info page, which gives the kernel
-   function's first instruction (the guest image is the same every time);
-2. a second guest is created paused; LibVMI subscribes to int3 (which turns
-   on Xen's software-breakpoint monitoring), one rule emulates every
-   breakpoint in Xen, the original instruction is registered with hvfilter
-   and an int3 is written over the function's first byte;
-3. the guest runs its rounds to the end.
+1. the guest is created paused; its image holds the kernel function's
+   first instruction (``guestinfo.KFUNC_INSN``, checked against memory);
+   LibVMI subscribes to int3 (which turns on Xen's software-breakpoint
+   monitoring), one rule emulates every breakpoint in Xen, the original
+   instruction is registered with hvfilter and an int3 is written over the
+   function's first byte;
+2. the guest runs its rounds to the end.
 
 Expectations: every call of the kernel function was one breakpoint event,
 emulated in Xen (none reached LibVMI); the guest's self-check (a checksum
@@ -26,7 +26,7 @@ boot check reports the code not intact), so the int3 was there throughout.
 from __future__ import annotations
 
 import guestinfo
-from hvlab import Cleanup, Context, guest_info, listen_until_guest_stops, log, probe_guest, stop_events
+from hvlab import Cleanup, Context, guest_info, listen_until_guest_stops, log, stop_events
 
 TIMEOUT = 420
 ROUNDS = 300
@@ -45,7 +45,7 @@ def run(ctx: Context) -> None:
     import hvfilter as hv
     from hvfilter import Kind, emulate, on
 
-    insn = probe_guest(ctx).kfunc_insn
+    insn = guestinfo.KFUNC_INSN             # checked against guest memory below
     gpa = guestinfo.KFUNC_GPA
     g = ctx.create_guest(GUEST_CMDLINE, paused=True)
     hits: list[tuple[int, int]] = []        # (cr3, rip) of int3s that reached LibVMI

@@ -22,7 +22,7 @@ the target's emulated-by-dom0-response calls nor the others; no exception.
 from __future__ import annotations
 
 import guestinfo
-from hvlab import Cleanup, Context, guest_info, listen_until_guest_stops, log, probe_guest, stop_events
+from hvlab import Cleanup, Context, guest_info, listen_until_guest_stops, log, stop_events
 
 TIMEOUT = 420
 ROUNDS = 300
@@ -42,9 +42,8 @@ def run(ctx: Context) -> None:
     import hvfilter as hv
     from hvfilter import CR3, Kind, emulate, forward, on
 
-    probe = probe_guest(ctx)
-    insn = probe.kfunc_insn
-    target_root = probe.procs[0].kroot
+    insn = guestinfo.KFUNC_INSN             # checked against guest memory below
+    target_root = guestinfo.kroot(0)        # the target is process 0
     gpa = guestinfo.KFUNC_GPA
     g = ctx.create_guest(GUEST_CMDLINE, paused=True)
     hits: list[tuple[int, int]] = []        # (cr3, rip) of the hits LibVMI received
