@@ -27,7 +27,9 @@ VARIANT = os.environ.get("XEN_VARIANT", "plain")
 LAB_SCENARIOS = ("toolstack", "libvmi_basics", "cr3_libvmi", "hvfilter_binding")
 # Scenarios that need hvfilter in the hypervisor run only on the patched variant.
 PATCHED_SCENARIOS = ("hvfilter_process_bound", "hvfilter_bp_emulate", "hvfilter_bp_forward",
-                     "hvfilter_monitor", "hvfilter_bench_smoke")
+                     "hvfilter_monitor", "hvfilter_bench_smoke",
+                     "hvfilter_privilege", "hvfilter_badinput", "hvfilter_teardown", "hvfilter_replace",
+                     "demo")
 if VARIANT == "patched":
     LAB_SCENARIOS += PATCHED_SCENARIOS
 

@@ -90,3 +90,64 @@ def test_hvfilter_process_bound_breakpoints(lab) -> None:
     assert d["libvmi_hits"] == d["forwarded"] == d["target_calls"]
     assert d["emulated"] == d["calls"] - d["target_calls"]
     assert d["mismatches"] == d["target_mismatches"] == d["exceptions"] == 0
+
+
+PATCHED_ONLY = pytest.mark.skipif(os.environ.get("XEN_VARIANT", "plain") != "patched",
+                                  reason="needs hvfilter in the hypervisor: make lab-test XEN_VARIANT=patched")
+
+
+@PATCHED_ONLY
+def test_hvfilter_privilege_guest_gets_eperm(lab) -> None:
+    res = lab.result("hvfilter_privilege")
+    lab.assert_passed(res)
+    d = res["data"]
+    assert d["domctl_ret_dom0"] == -1 and d["domctl_ret_own"] == -1      # -EPERM
+    assert d["domctl_ret_self"] == -3                                    # -ESRCH (DOMID_SELF)
+    assert d["own_domid"] == d["domid"]
+    assert d["info_after"] == {"generation": 0, "nr_rules": 0, "nr_sets": 0, "nr_breakpoints": 0}
+
+
+@PATCHED_ONLY
+def test_hvfilter_bad_input_changes_nothing(lab) -> None:
+    res = lab.result("hvfilter_badinput")
+    lab.assert_passed(res)
+    d = res["data"]
+    assert d["paused_calls"] == d["after_run_calls"] >= 60
+    assert d["paused_snapshot"]["generation"] == d["after_run_snapshot"]["generation"] == 1
+    assert d["paused_snapshot"]["mem_bytes"] == d["after_run_snapshot"]["mem_bytes"] > 0
+    assert d["filter_seen"] == d["guest_cr3_writes"]
+    assert d["filter_forwarded"] == d["expected_forwarded"] == d["libvmi_events"] > 0
+    assert any("not returned" in line for line in d["cli"]["rules_text"])
+
+
+@PATCHED_ONLY
+def test_hvfilter_teardown_frees_everything(lab) -> None:
+    res = lab.result("hvfilter_teardown")
+    lab.assert_passed(res)
+    d = res["data"]
+    assert len(d["destroyed"]) == 10
+    assert all(r["mem_bytes_installed"] > d["mem_bytes_start"] == r["mem_bytes_after"] for r in d["destroyed"])
+    assert d["free_mib_end"] == d["free_mib_start"]
+    assert all(m["after_close"] == [0, 0, 0, 0] and m["mem_bytes_after"] == d["mem_bytes_start"]
+               for m in d["monitor_closed"])
+
+
+@PATCHED_ONLY
+def test_hvfilter_replace_under_load(lab) -> None:
+    res = lab.result("hvfilter_replace")
+    lab.assert_passed(res)
+    d = res["data"]
+    assert d["swaps_in_callback"] >= 100 and d["swaps_from_loop"] >= 5
+    assert d["filter_seen"] == d["guest_cr3_writes"] == d["sum_generation_seen"]
+    assert d["filter_forwarded"] == d["expected_forwarded"] == d["libvmi_events"] == d["sum_generation_forwarded"]
+    assert d["generations"] == d["installs"]
+
+
+@PATCHED_ONLY
+def test_demo_on_patched_xen(lab) -> None:
+    res = lab.result("demo")
+    lab.assert_passed(res)
+    d = res["data"]
+    assert d["exit_code"] == 0
+    assert 0 < d["decided_in_xen"] <= d["seen"]
+    assert any(line.startswith("Result:") for line in d["demo_output"])
