@@ -12,6 +12,7 @@ engine and Python benchmarks (bench/results/engine.json, python.json) are
 included in the same report when present.
 """
 
+# ruff: noqa: E501  (the report is Markdown prose and table rows)
 from __future__ import annotations
 
 import argparse
@@ -35,11 +36,21 @@ CONFIG_NAMES = {
 
 
 def say(msg: str) -> None:
+    """A progress line."""
     print(f"[bench-lab {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def run_lab(out: Path) -> int:
-    cmd = [sys.executable, str(TOP / "lab" / "run"), "--variant", "patched", "--out", str(out), *SCENARIOS]
+    """Boot the lab once with the three bench scenarios; stream progress; return lab/run's exit status."""
+    cmd = [
+        sys.executable,
+        str(TOP / "lab" / "run"),
+        "--variant",
+        "patched",
+        "--out",
+        str(out),
+        *SCENARIOS,
+    ]
     say("running: " + " ".join(cmd[1:]).replace(str(TOP) + "/", ""))
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as p:
         assert p.stdout
@@ -51,10 +62,12 @@ def run_lab(out: Path) -> int:
 
 
 def med(xs: list[float]) -> float:
+    """The median (NaN for no values)."""
     return statistics.median(xs) if xs else float("nan")
 
 
 def analyse(results: dict[str, Any]) -> dict[str, Any]:
+    """Per share: per-configuration medians, the ratios and the bounds."""
     shares = []
     for res in results.values():
         for label, sh in res["data"]["shares"].items():
@@ -71,56 +84,88 @@ def analyse(results: dict[str, Any]) -> dict[str, Any]:
                     "guest_s": med([r["guest_s"] for r in rs]),
                     "dom0_events": med([r["received"] for r in rs]),
                     "delivered": med([r["delivered"] for r in rs]),
-                    "dom0_events_per_s": med([r["received"] / r["guest_s"] for r in rs if r["guest_s"]]),
-                    "delivered_per_s": med([r["delivered"] / r["guest_s"] for r in rs if r["guest_s"]]),
-                    "cr3_writes": rs[0]["cr3_writes"], "calls": rs[0]["calls"],
+                    "dom0_events_per_s": med(
+                        [r["received"] / r["guest_s"] for r in rs if r["guest_s"]]
+                    ),
+                    "delivered_per_s": med(
+                        [r["delivered"] / r["guest_s"] for r in rs if r["guest_s"]]
+                    ),
+                    "cr3_writes": rs[0]["cr3_writes"],
+                    "calls": rs[0]["calls"],
                 }
             a, b, c, d = (per[k]["work_rate"] for k in "ABCD")
             ta, tb, tc, td = (per[k]["guest_s"] for k in "ABCD")
             n_events = per["B"]["dom0_events"]
             n_target = per["C"]["delivered"]
-            exit_s = (td - ta) / n_events if n_events else float("nan")          # a filtered exit
-            trip_s = (tb - td) / n_events if n_events else float("nan")          # dom0 round trip on top
+            exit_s = (td - ta) / n_events if n_events else float("nan")  # a filtered exit
+            trip_s = (tb - td) / n_events if n_events else float("nan")  # dom0 round trip on top
             share_events = n_target / n_events if n_events else float("nan")
-            shares.append({
-                "share": label, "gap": sh["gap"], "cmdline": sh["cmdline"], "configs": per,
-                "overhead_reduction": (a - b) / (a - c) if a != c else float("inf"),
-                "overhead_reduction_time": (tb - ta) / (tc - ta) if tc != ta else float("inf"),
-                "filter_vs_floor": d / c,
-                "slowdown": {k: per["A"]["work_rate"] / per[k]["work_rate"] for k in "BCD"},
-                "identical_target_events": sh["identical_target_events"],
-                "target_events": sh["target_events"],
-                "target_share_of_events": share_events,
-                "filtered_exit_us": exit_s * 1e6, "dom0_round_trip_us": trip_s * 1e6,
-                # The time-overhead ratio cannot exceed either bound:
-                "bound_share": 1 / share_events if share_events else float("inf"),
-                "bound_exit_vs_round_trip": (exit_s + trip_s) / exit_s if exit_s > 0 else float("inf"),
-            })
+            shares.append(
+                {
+                    "share": label,
+                    "gap": sh["gap"],
+                    "cmdline": sh["cmdline"],
+                    "configs": per,
+                    "overhead_reduction": (a - b) / (a - c) if a != c else float("inf"),
+                    "overhead_reduction_time": (tb - ta) / (tc - ta) if tc != ta else float("inf"),
+                    "filter_vs_floor": d / c,
+                    "slowdown": {k: per["A"]["work_rate"] / per[k]["work_rate"] for k in "BCD"},
+                    "identical_target_events": sh["identical_target_events"],
+                    "target_events": sh["target_events"],
+                    "target_share_of_events": share_events,
+                    "filtered_exit_us": exit_s * 1e6,
+                    "dom0_round_trip_us": trip_s * 1e6,
+                    # The time-overhead ratio cannot exceed either bound:
+                    "bound_share": 1 / share_events if share_events else float("inf"),
+                    "bound_exit_vs_round_trip": (exit_s + trip_s) / exit_s
+                    if exit_s > 0
+                    else float("inf"),
+                }
+            )
     order = {"12.5%": 0, "1%": 1, "0.1%": 2}
     shares.sort(key=lambda s: order.get(s["share"], 9))
     return {"shares": shares}
 
 
 def machine() -> dict[str, str]:
+    """What the numbers were measured on."""
+
     def cmd(*a: str) -> str:
+        """A command's output, empty if it is missing."""
         try:
             return subprocess.run(a, capture_output=True, text=True, timeout=20).stdout.strip()
         except OSError:
             return ""
-    cpu = next((ln.split(":", 1)[1].strip() for ln in cmd("lscpu").splitlines()
-                if ln.startswith("Model name")), platform.processor())
-    return {"cpu": cpu, "cores": cmd("nproc"), "host_kernel": platform.release(),
-            "qemu": cmd("qemu-system-x86_64", "--version").splitlines()[0] if cmd("qemu-system-x86_64", "--version") else "",
-            "python": platform.python_version()}
+
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in cmd("lscpu").splitlines()
+            if ln.startswith("Model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": cpu,
+        "cores": cmd("nproc"),
+        "host_kernel": platform.release(),
+        "qemu": cmd("qemu-system-x86_64", "--version").splitlines()[0]
+        if cmd("qemu-system-x86_64", "--version")
+        else "",
+        "python": platform.python_version(),
+    }
 
 
 def fmt(x: float, nd: int = 1) -> str:
+    """A number with thousands separators."""
     return f"{x:,.{nd}f}"
 
 
 def plot(rep: dict[str, Any], path: Path) -> bool:
+    """Work rates and overhead reduction per share, as a PNG; False without matplotlib."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -131,141 +176,219 @@ def plot(rep: dict[str, Any], path: Path) -> bool:
     xs = range(len(shares))
     w = 0.2
     for i, cfg in enumerate("ABCD"):
-        ax1.bar([x + (i - 1.5) * w for x in xs], [s["configs"][cfg]["work_rate"] / 1e6 for s in shares], w,
-                label=f"{cfg}: {CONFIG_NAMES[cfg].split(' (')[0]}")
+        ax1.bar(
+            [x + (i - 1.5) * w for x in xs],
+            [s["configs"][cfg]["work_rate"] / 1e6 for s in shares],
+            w,
+            label=f"{cfg}: {CONFIG_NAMES[cfg].split(' (')[0]}",
+        )
     ax1.set_xticks(list(xs), [s["share"] for s in shares])
     ax1.set_xlabel("target's share of CR3 writes and kernel-function calls")
     ax1.set_ylabel("guest work rate (M units/s, median)")
     ax1.set_yscale("log")
     ax1.legend(fontsize=8)
     ax1.set_title("guest work rate per configuration")
-    ax2.plot([s["share"] for s in shares], [s["overhead_reduction"] for s in shares], "o-",
-             label="(A-B)/(A-C), work rates")
-    ax2.plot([s["share"] for s in shares], [s["overhead_reduction_time"] for s in shares], "s--",
-             label="(tB-tA)/(tC-tA), guest time")
+    ax2.plot(
+        [s["share"] for s in shares],
+        [s["overhead_reduction"] for s in shares],
+        "o-",
+        label="(A-B)/(A-C), work rates",
+    )
+    ax2.plot(
+        [s["share"] for s in shares],
+        [s["overhead_reduction_time"] for s in shares],
+        "s--",
+        label="(tB-tA)/(tC-tA), guest time",
+    )
     ax2.axhline(18, color="grey", ls=":", label="paper: 18x")
     ax2.set_yscale("log")
     ax2.set_xlabel("target's share")
     ax2.set_ylabel("monitoring overhead reduction (x)")
     ax2.legend(fontsize=8)
     ax2.set_title("stock VMI overhead / hvfilter overhead")
-    fig.suptitle("hvfilter lab benchmark (Xen 4.17 under QEMU TCG: ratios, not hardware times)", fontsize=10)
+    fig.suptitle(
+        "hvfilter lab benchmark (Xen 4.17 under QEMU TCG: ratios, not hardware times)", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return True
 
 
-def report(rep: dict[str, Any], engine: Any, py: Any, png: bool) -> str:
+def report(
+    rep: dict[str, Any], engine: list[dict[str, Any]] | None, py: dict[str, Any] | None, png: bool
+) -> str:
+    """docs/benchmarks.md."""
     m = rep["machine"]
     p = rep["params"]
-    L = ["# Benchmarks", "",
-         "All numbers on this page come from one `make bench` run "
-         f"({rep['date']}); `bench/results/lab.json`, `engine.json` and `python.json` hold them.", "",
-         "**QEMU TCG inflates every exit.** The lab runs Xen 4.17 and its guests under QEMU's software "
-         "emulator, where a VM exit, a hypercall and a dom0 round trip all cost far more than on hardware "
-         "and not in the same proportions. Ratios measured in one run mean something; the absolute "
-         "numbers are not hardware numbers.", "",
-         "## Process-bound monitoring: stock VMI against hvfilter (the paper's benchmark)", "",
-         "### Method", "",
-         f"- Machine: {m['cpu']}, {m['cores']} cores shared with other work, host kernel {m['host_kernel']}, "
-         f"{m['qemu']}; Xen 4.17.5 (Debian's source, hvfilter patches) booted with `svm-swint-int3`, "
-         "Debian 12 dom0, LibVMI 3.7.1's Python bindings.",
-         f"- Workload: the lab's test guest, {p['nproc']} busy processes plus one target, KPTI (3 CR3 writes "
-         f"per slice), {p['calls']} kernel-function call(s) and {p['work']} work units per slice, "
-         f"`rounds={p['rounds']}`, `report=0`. The target's share of all slices, CR3 writes and "
-         "kernel-function calls is set with `gap=M` (share 1/(M+1)): 12.5 % (`gap=7`), 1 % (`gap=99`), "
-         "0.1 % (`gap=999`).",
-         "- Every measured run is a fresh guest created paused and set up before its first "
-         "instruction; it stops by itself after its rounds. Its **work rate** is its own work counter "
-         "divided by its own TSC time from the first slice to `done` (no dom0 clock). "
-         f"Median of {p['repeats']} repeats; configurations interleaved (A B C D, A B C D, ...).",
-         "- **A** no monitoring. **B** stock VMI: LibVMI's CR3-write and int3 events, an int3 at the "
-         "kernel function, no hvfilter rules: every CR3 write and every hit makes the round trip to "
-         "dom0, where the tool (hvfilter's `Monitor(filter_in=\"dom0\")`) filters by CR3 in Python and "
-         "answers every hit with EMULATE. Its breakpoint bytes are registered with hvfilter so that "
-         "Xen can execute the instruction (patch 0009): this stands in for LibVMI's SET_EMUL_INSN, "
-         "which the Python bindings cannot send, and is the same work for Xen, so the comparison is "
-         "fair. **C** hvfilter: the same tool with `filter_in=\"xen\"`: CR3 writes entering or leaving "
-         "the target and hits inside it are forwarded, every other write passes and every other hit is "
-         "emulated inside Xen. **D** the floor: the same exits armed, one rule passing every CR3 write "
-         "and one emulating every hit, so nothing reaches dom0.",
-         "- B and C must deliver the same target events: the sequences (kind, vCPU, old/new CR3 or "
-         "RIP/GFN/CR3) are compared exactly, per share, across all repeats.", "",
-         "### Results", "",
-         "| share | config | work rate (units/s) | slowdown vs A | events to dom0 | delivered to Python | events/s into Python |",
-         "|---|---|---|---|---|---|---|"]
+    L = [
+        "# Benchmarks",
+        "",
+        "All numbers on this page come from one `make bench` run "
+        f"({rep['date']}); `bench/results/lab.json`, `engine.json` and `python.json` hold them.",
+        "",
+        "**QEMU TCG inflates every exit.** The lab runs Xen 4.17 and its guests under QEMU's software "
+        "emulator, where a VM exit, a hypercall and a dom0 round trip all cost far more than on hardware "
+        "and not in the same proportions. Ratios measured in one run mean something; the absolute "
+        "numbers are not hardware numbers.",
+        "",
+        "## Process-bound monitoring: stock VMI against hvfilter (the paper's benchmark)",
+        "",
+        "### Method",
+        "",
+        f"- Machine: {m['cpu']}, {m['cores']} cores shared with other work, host kernel {m['host_kernel']}, "
+        f"{m['qemu']}; Xen 4.17.5 (Debian's source, hvfilter patches) booted with `svm-swint-int3`, "
+        "Debian 12 dom0, LibVMI 3.7.1's Python bindings.",
+        f"- Workload: the lab's test guest, {p['nproc']} busy processes plus one target, KPTI (3 CR3 writes "
+        f"per slice), {p['calls']} kernel-function call(s) and {p['work']} work units per slice, "
+        f"`rounds={p['rounds']}`, `report=0`. The target's share of all slices, CR3 writes and "
+        "kernel-function calls is set with `gap=M` (share 1/(M+1)): 12.5 % (`gap=7`), 1 % (`gap=99`), "
+        "0.1 % (`gap=999`).",
+        "- Every measured run is a fresh guest created paused and set up before its first "
+        "instruction; it stops by itself after its rounds. Its **work rate** is its own work counter "
+        "divided by its own TSC time from the first slice to `done` (no dom0 clock). "
+        f"Median of {p['repeats']} repeats; configurations interleaved (A B C D, A B C D, ...).",
+        "- **A** no monitoring. **B** stock VMI: LibVMI's CR3-write and int3 events, an int3 at the "
+        "kernel function, no hvfilter rules: every CR3 write and every hit makes the round trip to "
+        'dom0, where the tool (hvfilter\'s `Monitor(filter_in="dom0")`) filters by CR3 in Python and '
+        "answers every hit with EMULATE. Its breakpoint bytes are registered with hvfilter so that "
+        "Xen can execute the instruction (patch 0009): this stands in for LibVMI's SET_EMUL_INSN, "
+        "which the Python bindings cannot send, and is the same work for Xen, so the comparison is "
+        'fair. **C** hvfilter: the same tool with `filter_in="xen"`: CR3 writes entering or leaving '
+        "the target and hits inside it are forwarded, every other write passes and every other hit is "
+        "emulated inside Xen. **D** the floor: the same exits armed, one rule passing every CR3 write "
+        "and one emulating every hit, so nothing reaches dom0.",
+        "- B and C must deliver the same target events: the sequences (kind, vCPU, old/new CR3 or "
+        "RIP/GFN/CR3) are compared exactly, per share, across all repeats.",
+        "",
+        "### Results",
+        "",
+        "| share | config | work rate (units/s) | slowdown vs A | events to dom0 | delivered to Python | events/s into Python |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for s in rep["shares"]:
         for cfg in "ABCD":
             c = s["configs"][cfg]
             slow = "1.00" if cfg == "A" else fmt(s["slowdown"][cfg], 2)
-            L.append(f"| {s['share']} | {cfg} | {fmt(c['work_rate'], 0)} | {slow} | {fmt(c['dom0_events'], 0)} "
-                     f"| {fmt(c['delivered'], 0)} | {fmt(c['dom0_events_per_s'], 0) if cfg in 'BC' else '-'} |")
-    L += ["", "| share | (A-B)/(A-C) (work rates) | (tB-tA)/(tC-tA) (guest time) | D/C work rate | "
-          "B, C identical target events | target events | filtered exit | dom0 round trip on top | "
-          "bound: 1/target share of events | bound: (exit+trip)/exit |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+            L.append(
+                f"| {s['share']} | {cfg} | {fmt(c['work_rate'], 0)} | {slow} | {fmt(c['dom0_events'], 0)} "
+                f"| {fmt(c['delivered'], 0)} | {fmt(c['dom0_events_per_s'], 0) if cfg in 'BC' else '-'} |"
+            )
+    L += [
+        "",
+        "| share | (A-B)/(A-C) (work rates) | (tB-tA)/(tC-tA) (guest time) | D/C work rate | "
+        "B, C identical target events | target events | filtered exit | dom0 round trip on top | "
+        "bound: 1/target share of events | bound: (exit+trip)/exit |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in rep["shares"]:
-        L.append(f"| {s['share']} | **{fmt(s['overhead_reduction'])}x** | {fmt(s['overhead_reduction_time'])}x | "
-                 f"{fmt(s['filter_vs_floor'], 3)} | {'yes' if s['identical_target_events'] else '**no**'} | "
-                 f"{s['target_events']} | {fmt(s['filtered_exit_us'])} us | {fmt(s['dom0_round_trip_us'])} us | "
-                 f"{fmt(s['bound_share'])}x | {fmt(s['bound_exit_vs_round_trip'])}x |")
+        L.append(
+            f"| {s['share']} | **{fmt(s['overhead_reduction'])}x** | {fmt(s['overhead_reduction_time'])}x | "
+            f"{fmt(s['filter_vs_floor'], 3)} | {'yes' if s['identical_target_events'] else '**no**'} | "
+            f"{s['target_events']} | {fmt(s['filtered_exit_us'])} us | {fmt(s['dom0_round_trip_us'])} us | "
+            f"{fmt(s['bound_share'])}x | {fmt(s['bound_exit_vs_round_trip'])}x |"
+        )
     L += ["", rep["verdict"], ""]
     if png:
         L += ["![work rates and overhead reduction per share](benchmarks-lab.png)", ""]
-    L += ["`(A-B)/(A-C)` is computed from work rates, as specified; it is the conservative form "
-          "(a stock tool that slows the guest 100-fold loses 99 % of the rate, not 99 times the time). "
-          "The guest-time form `(tB-tA)/(tC-tA)` is the paper's slowdown ratio. The filtered exit is "
-          "(tD-tA) per event and the dom0 round trip (tB-tD) per event, from the medians; the time "
-          "ratio can reach neither 1/(target share) nor (exit+trip)/exit, and whichever is lower is "
-          "the bound the numbers meet.", ""]
+    L += [
+        "`(A-B)/(A-C)` is computed from work rates, as specified; it is the conservative form "
+        "(a stock tool that slows the guest 100-fold loses 99 % of the rate, not 99 times the time). "
+        "The guest-time form `(tB-tA)/(tC-tA)` is the paper's slowdown ratio. The filtered exit is "
+        "(tD-tA) per event and the dom0 round trip (tB-tD) per event, from the medians; the time "
+        "ratio can reach neither 1/(target share) nor (exit+trip)/exit, and whichever is lower is "
+        "the bound the numbers meet.",
+        "",
+    ]
     if engine:
-        L += ["## The rule engine (`make bench-engine`)", "",
-              "The evaluator compiled into Xen, run in the userspace harness "
-              "(`xen/tests/hvfilter/bench_eval.c`), median of repeats over about a million events:", "",
-              "| case | rules | conditions | set size | ns/event (median) | min | max |", "|---|---|---|---|---|---|---|"]
+        L += [
+            "## The rule engine (`make bench-engine`)",
+            "",
+            "The evaluator compiled into Xen, run in the userspace harness "
+            "(`xen/tests/hvfilter/bench_eval.c`), median of repeats over about a million events:",
+            "",
+            "| case | rules | conditions | set size | ns/event (median) | min | max |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for e in engine:
-            L.append(f"| {e['case']} | {e['rules']} | {e['conditions']} | {e['set_size']} | {e['ns_per_event']} "
-                     f"| {e['min_ns']} | {e['max_ns']} |")
-        L += ["", "Flat in the set size (hash lookups); small against a bare VM exit on hardware "
-              "(about 0.5-1 us).", ""]
+            L.append(
+                f"| {e['case']} | {e['rules']} | {e['conditions']} | {e['set_size']} | {e['ns_per_event']} "
+                f"| {e['min_ns']} | {e['max_ns']} |"
+            )
+        L += [
+            "",
+            "Flat in the set size (hash lookups); small against a bare VM exit on hardware "
+            "(about 0.5-1 us).",
+            "",
+        ]
     if py:
-        L += ["## The Python compile and install path (`make bench-python`)", "",
-              "| measurement | value |", "|---|---|"]
+        L += [
+            "## The Python compile and install path (`make bench-python`)",
+            "",
+            "| measurement | value |",
+            "|---|---|",
+        ]
         for k, v in py.items():
             L.append(f"| `{k}` | {fmt(float(v), 1)} |")
-        L += ["", "Units are in the key names (`_us`, `_mev_s`, `_kev_s`); these are the library's "
-              "costs in one process, not the hypervisor's.", ""]
-    L += ["## Reproducing", "", "    make bench            # engine, Python, then the lab (patched Xen)",
-          "    bench/lab_bench.py --from DIR   # re-analyse the JSON of an earlier lab run", ""]
+        L += [
+            "",
+            "Units are in the key names (`_us`, `_mev_s`, `_kev_s`); these are the library's "
+            "costs in one process, not the hypervisor's.",
+            "",
+        ]
+    L += [
+        "## Reproducing",
+        "",
+        "    make bench            # engine, Python, then the lab (patched Xen)",
+        "    bench/lab_bench.py --from DIR   # re-analyse the JSON of an earlier lab run",
+        "",
+    ]
     return "\n".join(L)
 
 
 def verdict(rep: dict[str, Any]) -> str:
+    """The sentences that say which targets were met."""
     by = {s["share"]: s for s in rep["shares"]}
     out = []
     one, tenth = by.get("1%"), by.get("0.1%")
     if one:
         r = one["overhead_reduction"]
-        out.append(f"At the 1 % share the overhead reduction is {r:.1f}x "
-                   f"({'meets' if r >= 18 else 'misses'} the 18x target{', and the 50x aim' if r >= 50 else ''}).")
-        lim = "the target's share" if one["bound_share"] < one["bound_exit_vs_round_trip"] else \
-            "the cost of a filtered exit against a dom0 round trip"
-        out.append(f"There the bound that applies is {lim} "
-                   f"({fmt(one['bound_share'])}x vs {fmt(one['bound_exit_vs_round_trip'])}x).")
+        out.append(
+            f"At the 1 % share the overhead reduction is {r:.1f}x "
+            f"({'meets' if r >= 18 else 'misses'} the 18x target{', and the 50x aim' if r >= 50 else ''})."
+        )
+        lim = (
+            "the target's share"
+            if one["bound_share"] < one["bound_exit_vs_round_trip"]
+            else "the cost of a filtered exit against a dom0 round trip"
+        )
+        out.append(
+            f"There the bound that applies is {lim} "
+            f"({fmt(one['bound_share'])}x vs {fmt(one['bound_exit_vs_round_trip'])}x)."
+        )
     if tenth:
         f = tenth["filter_vs_floor"]
-        out.append(f"At 0.1 %, the floor D runs {f:.3f}x as fast as C "
-                   f"({'within' if f <= 1.1 else 'outside'} the 1.1x target).")
+        out.append(
+            f"At 0.1 %, the floor D runs {f:.3f}x as fast as C "
+            f"({'within' if f <= 1.1 else 'outside'} the 1.1x target)."
+        )
     ident = all(s["identical_target_events"] for s in rep["shares"])
-    out.append("B and C delivered identical target event sequences at every share." if ident else
-               "B and C did **not** deliver identical target events at every share (see lab.json).")
+    out.append(
+        "B and C delivered identical target event sequences at every share."
+        if ident
+        else "B and C did **not** deliver identical target events at every share (see lab.json)."
+    )
     return " ".join(out)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Run (or read) the lab benchmark and write the results."""
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--from", dest="src", help="analyse an earlier run's result directory")
-    ap.add_argument("--out", default=str(TOP / "build" / "bench" / "lab"), help="lab/run's result directory")
+    ap.add_argument(
+        "--out", default=str(TOP / "build" / "bench" / "lab"), help="lab/run's result directory"
+    )
     a = ap.parse_args()
     out = Path(a.src or a.out)
     rc = 0
@@ -297,11 +420,17 @@ def main() -> int:
     rep["identical_target_events"] = all(s["identical_target_events"] for s in rep["shares"])
     rep["verdict"] = verdict(rep)
     for s in rep["shares"]:
-        say(f"share {s['share']:>5}: " + "  ".join(
-            f"{k} {s['configs'][k]['work_rate']:>12,.0f}/s ({s['configs'][k]['dom0_events']:,.0f} to dom0)"
-            for k in "ABCD"))
-        say(f"             (A-B)/(A-C) {s['overhead_reduction']:.1f}x  time ratio {s['overhead_reduction_time']:.1f}x"
-            f"  D/C {s['filter_vs_floor']:.3f}  identical {s['identical_target_events']}")
+        say(
+            f"share {s['share']:>5}: "
+            + "  ".join(
+                f"{k} {s['configs'][k]['work_rate']:>12,.0f}/s ({s['configs'][k]['dom0_events']:,.0f} to dom0)"
+                for k in "ABCD"
+            )
+        )
+        say(
+            f"             (A-B)/(A-C) {s['overhead_reduction']:.1f}x  time ratio {s['overhead_reduction_time']:.1f}x"
+            f"  D/C {s['filter_vs_floor']:.3f}  identical {s['identical_target_events']}"
+        )
     say(rep["verdict"])
     res_dir = TOP / "bench" / "results"
     res_dir.mkdir(parents=True, exist_ok=True)
@@ -309,10 +438,18 @@ def main() -> int:
     eng = res_dir / "engine.json"
     pyj = res_dir / "python.json"
     png = plot(rep, TOP / "docs" / "benchmarks-lab.png")
-    (TOP / "docs" / "benchmarks.md").write_text(report(
-        rep, json.loads(eng.read_text()) if eng.exists() else None,
-        json.loads(pyj.read_text()) if pyj.exists() else None, png))
-    say("written: bench/results/lab.json, docs/benchmarks.md" + (", docs/benchmarks-lab.png" if png else ""))
+    (TOP / "docs" / "benchmarks.md").write_text(
+        report(
+            rep,
+            json.loads(eng.read_text()) if eng.exists() else None,
+            json.loads(pyj.read_text()) if pyj.exists() else None,
+            png,
+        )
+    )
+    say(
+        "written: bench/results/lab.json, docs/benchmarks.md"
+        + (", docs/benchmarks-lab.png" if png else "")
+    )
     return 0 if all(rep["scenarios_ok"].values()) else 1
 
 

@@ -5,6 +5,7 @@ import inspect
 from pathlib import Path
 
 import hvfilter as hv
+import hvfilter.libvmi_adapter as lva
 
 HEAD = '''# API reference
 
@@ -41,6 +42,7 @@ sections = [
  ("Events and subscriptions", [hv.Subscription, hv.EventSource, hv.Cr3Switch, hv.CrWrite, hv.MsrWrite, hv.Breakpoint, hv.Cpuid, hv.OtherEvent, hv.raw_event, hv.Verdict]),
  ("Rules", [hv.on, hv.Rule, hv.FieldRef, hv.Test, hv.AllOf, hv.AnyOf, hv.ValueSet, hv.process, hv.Forward, hv.Pass, hv.Emulate, hv.Sample, hv.sample]),
  ("Compiling", [hv.compile, hv.Program, hv.check_table, hv.Problem, hv.encode_unchecked]),
+ ("On Xen: LibVMI adapter and process scope (hvfilter.libvmi_adapter)", [lva.Monitor, lva.ProcessScope, lva.Planted, lva.Response, lva.LibvmiSource, lva.process_bound_rules]),
  ("Statistics and information", [hv.Counts, hv.Stats, hv.Info]),
  ("The simulated guest workload", [hv.GuestWorkload]),
  ("ABI enumerations and limits", [hv.Kind, hv.Field, hv.Cmp, hv.ActionCode, hv.Limits]),
