@@ -242,3 +242,17 @@ def test_one_watch_per_monitor(dom: hv.Domain, vmi: FakeVmi) -> None:
         mon.watch(ProcessScope("target", T), hv.Cr3Switch)
         with pytest.raises(hv.StateError):
             mon.watch(ProcessScope("other", OTHER), hv.Cr3Switch)
+
+
+def test_spin_listen_serves_what_is_pending_and_times_out(dom: hv.Domain, vmi: FakeVmi) -> None:
+    with Monitor(dom, vmi, filter_in="dom0", poll="spin") as mon:
+        sub = mon.watch(ProcessScope("target", T), hv.Cr3Switch)
+        assert mon.listen(0.001) == 0                    # nothing pending: returns at the deadline
+        vmi.queue.append(("cr3", {"old": OTHER, "new": T}))
+        assert mon.listen(0.01) == 1
+        assert next(iter(sub)) == hv.Cr3Switch(vcpu=0, old=OTHER, new=T, entered=True, rip=0xFFFF)
+
+
+def test_monitor_rejects_a_bad_filter_place(dom: hv.Domain, vmi: FakeVmi) -> None:
+    with pytest.raises(hv.InvalidArgumentError):
+        Monitor(dom, vmi, filter_in="both")  # type: ignore[arg-type]
