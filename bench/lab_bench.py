@@ -180,30 +180,34 @@ def plot(rep: dict[str, Any], path: Path) -> bool:
     xs = range(len(shares))
     w = 0.2
     for i, cfg in enumerate("ABCD"):
+        meds = [s["configs"][cfg]["work_rate"] / 1e6 for s in shares]
+        lo = [
+            max(0.0, m - min(s["configs"][cfg]["work_rates"]) / 1e6)
+            for m, s in zip(meds, shares, strict=True)
+        ]
+        hi = [
+            max(0.0, max(s["configs"][cfg]["work_rates"]) / 1e6 - m)
+            for m, s in zip(meds, shares, strict=True)
+        ]
         ax1.bar(
             [x + (i - 1.5) * w for x in xs],
-            [s["configs"][cfg]["work_rate"] / 1e6 for s in shares],
+            meds,
             w,
+            yerr=[lo, hi],
+            capsize=2,
             label=f"{cfg}: {CONFIG_NAMES[cfg].split(' (')[0]}",
         )
     ax1.set_xticks(list(xs), [s["share"] for s in shares])
     ax1.set_xlabel("target's share of CR3 writes and kernel-function calls")
-    ax1.set_ylabel("guest work rate (M units/s, median)")
-    ax1.set_yscale("log")
+    ax1.set_ylabel("guest work rate (M units/s; median, bars: min-max)")
     ax1.legend(fontsize=8)
     ax1.set_title("guest work rate per configuration")
-    ax2.plot(
-        [s["share"] for s in shares],
-        [s["overhead_reduction"] for s in shares],
-        "o-",
-        label="(A-B)/(A-C), work rates",
-    )
-    ax2.plot(
-        [s["share"] for s in shares],
-        [s["overhead_reduction_time"] for s in shares],
-        "s--",
-        label="(tB-tA)/(tC-tA), guest time",
-    )
+    for key, style, lab in (
+        ("overhead_reduction", "o-", "(A-B)/(A-C), work rates"),
+        ("overhead_reduction_time", "s--", "(tB-tA)/(tC-tA), guest time"),
+    ):
+        pts = [(s["share"], s[key]) for s in shares if 0 < s[key] < float("inf")]
+        ax2.plot([p[0] for p in pts], [p[1] for p in pts], style, label=lab)
     ax2.axhline(18, color="grey", ls=":", label="paper: 18x")
     ax2.set_yscale("log")
     ax2.set_xlabel("target's share")
