@@ -84,6 +84,7 @@ def analyse(results: dict[str, Any]) -> dict[str, Any]:
                     "guest_s": med([r["guest_s"] for r in rs]),
                     "dom0_events": med([r["received"] for r in rs]),
                     "delivered": med([r["delivered"] for r in rs]),
+                    # events/s into Python: every callback LibVMI ran (B: all events)
                     "dom0_events_per_s": med(
                         [r["received"] / r["guest_s"] for r in rs if r["guest_s"]]
                     ),
@@ -91,6 +92,8 @@ def analyse(results: dict[str, Any]) -> dict[str, Any]:
                         [r["delivered"] / r["guest_s"] for r in rs if r["guest_s"]]
                     ),
                     "cr3_writes": rs[0]["cr3_writes"],
+                    "target_slices": rs[0]["target_slices"],
+                    "slices": rs[0]["slices"],
                     "calls": rs[0]["calls"],
                 }
             a, b, c, d = (per[k]["work_rate"] for k in "ABCD")
@@ -103,6 +106,8 @@ def analyse(results: dict[str, Any]) -> dict[str, Any]:
             shares.append(
                 {
                     "share": label,
+                    "target_slices": per["A"]["target_slices"],
+                    "slices": per["A"]["slices"],
                     "gap": sh["gap"],
                     "cmdline": sh["cmdline"],
                     "configs": per,
@@ -251,6 +256,21 @@ def report(
         f"`rounds={p['rounds']}`, `report=0`. The target's share of all slices, CR3 writes and "
         "kernel-function calls is set with `gap=M` (share 1/(M+1)): 12.5 % (`gap=7`), 1 % (`gap=99`), "
         "0.1 % (`gap=999`).",
+        f"- Work per slice: calibrated once per boot (one unmonitored run) to about {1000 * (p.get('calibration') or {}).get('slice_s', 0):.0f} ms of "
+        f"guest time per slice ({(p.get('calibration') or {}).get('ns_per_unit', 0):.2f} ns per unit measured, so `work={p['work']}`): the work between "
+        "events is what makes the relative cost of monitoring meaningful, and it keeps a run of all shares within the lab's deadlines. "
+        "The effective shares of a finite run: "
+        + ", ".join(
+            f"{s['share']}: {s['target_slices']} of {s['slices']} slices" for s in rep["shares"]
+        )
+        + ".",
+        f'- The tool waits by {"spinning on the ring" if p.get("poll") == "spin" else "blocking in LibVMI listen()"} (`Monitor(poll="{p.get("poll")}")`)'
+        + (
+            "; dom0 runs on one vCPU pinned to pCPU 1, the guest's vCPU is pinned to pCPU 0, in every configuration"
+            if p.get("pin")
+            else ""
+        )
+        + '. Why: see "What bounds the numbers" below.',
         "- Every measured run is a fresh guest created paused and set up before its first "
         "instruction; it stops by itself after its rounds. Its **work rate** is its own work counter "
         "divided by its own TSC time from the first slice to `done` (no dom0 clock). "
@@ -270,15 +290,15 @@ def report(
         "",
         "### Results",
         "",
-        "| share | config | work rate (units/s) | slowdown vs A | events to dom0 | delivered to Python | events/s into Python |",
-        "|---|---|---|---|---|---|---|",
+        "| share | config | work rate (units/s), median | min - max of the repeats | slowdown vs A | events to dom0 | delivered to Python | events/s into Python |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for s in rep["shares"]:
         for cfg in "ABCD":
             c = s["configs"][cfg]
             slow = "1.00" if cfg == "A" else fmt(s["slowdown"][cfg], 2)
             L.append(
-                f"| {s['share']} | {cfg} | {fmt(c['work_rate'], 0)} | {slow} | {fmt(c['dom0_events'], 0)} "
+                f"| {s['share']} | {cfg} | {fmt(c['work_rate'], 0)} | {fmt(min(c['work_rates']), 0)} - {fmt(max(c['work_rates']), 0)} | {slow} | {fmt(c['dom0_events'], 0)} "
                 f"| {fmt(c['delivered'], 0)} | {fmt(c['dom0_events_per_s'], 0) if cfg in 'BC' else '-'} |"
             )
     L += [
@@ -449,7 +469,10 @@ def main() -> int:
         results[sc] = res
     rep = analyse(results)
     d0 = next(iter(results.values()))["data"]
-    rep["params"] = {k: d0[k] for k in ("nproc", "calls", "work", "rounds", "repeats")}
+    rep["params"] = {
+        k: d0.get(k)
+        for k in ("nproc", "calls", "work", "rounds", "repeats", "poll", "pin", "calibration")
+    }
     rep["machine"] = machine()
     rep["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     rep["scenarios_ok"] = {sc: bool(r.get("ok")) for sc, r in results.items()}
