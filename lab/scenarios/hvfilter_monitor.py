@@ -17,6 +17,10 @@ Needs XEN_VARIANT=patched (rules in Xen, svm-swint-int3, patch 0009).
    and leaving the ``with`` block restores the byte, clears the events,
    removes rules and breakpoint, and resumes the guest, which then finishes
    its rounds unmonitored with a clean self-check.
+3. Domain.subscribe() on Xen without a Monitor: the adapter opens LibVMI
+   itself; iterating gives the boot write and then the processes' CR3
+   writes in order; closing the hypervisor handle releases LibVMI and the
+   guest finishes.
 """
 
 from __future__ import annotations
@@ -190,6 +194,41 @@ def part_api(ctx: Context, insn: bytes, troot: int, other: int) -> None:
         hyp.close()
 
 
+def part_subscribe(ctx: Context) -> None:
+    """Domain.subscribe() on Xen: the adapter opens LibVMI by itself; iterate."""
+    import itertools
+
+    import hvfilter as hv
+    from libvmi import INIT_DOMAINNAME, Libvmi, VMIMode
+
+    g = ctx.create_guest("nproc=2 quiet=1 calls=1 work=16 kpti=1 rounds=20 report=0", paused=True)
+    hyp = hv.open("xen")
+    try:
+        sub = hyp.domain(g.domid).subscribe(hv.Cr3Switch)
+        g.unpause()
+        evs = list(itertools.islice(sub, 10))
+    finally:
+        hyp.close()                      # closes the adapter: events cleared, LibVMI released
+    vmi = Libvmi(g.name, INIT_DOMAINNAME, mode=VMIMode.XEN, partial=True)
+    try:
+        info = wait_until(lambda: (lambda i: i if i and i.state == guestinfo.STATE_DONE else None)(reader(vmi)()),
+                          DONE_S, "the guest finishing after the subscription closed")
+    finally:
+        vmi.destroy()
+    roots = {guestinfo.kroot(p) | k for p in range(3) for k in (0, 0x1000)}
+    ctx.data["subscribe"] = {"events": [repr(e) for e in evs[:4]], "cr3_writes": info.cr3_writes}
+    ctx.check("subscribe: Domain.subscribe() on Xen delivered typed CR3 events by iteration",
+              len(evs) == 10 and all(isinstance(e, hv.Cr3Switch) for e in evs), got=len(evs))
+    ctx.check("subscribe: the first is the boot write, then the processes' roots",
+              evs[0].new == guestinfo.BOOT_CR3 and all(e.new in roots for e in evs[1:]),
+              first=hex(evs[0].new), news=[hex(e.new) for e in evs[1:]])
+    ctx.check("subscribe: each event's old value is the previous event's new one",
+              all(a.new == b.old for a, b in zip(evs, evs[1:])))
+    ctx.check("subscribe: after close the guest ran to its end, self-check clean",
+              info.rounds == 20 and info.mismatches == 0 and info.exc_count == 0,
+              rounds=info.rounds, mismatches=info.mismatches)
+
+
 def run(ctx: Context) -> None:
     if ctx.variant != "patched":
         ctx.require("runs on the patched hypervisor (XEN_VARIANT=patched)", False, variant=ctx.variant)
@@ -200,3 +239,4 @@ def run(ctx: Context) -> None:
     troot = probe.procs[0].kroot
     part_example(ctx, insn, troot)
     part_api(ctx, insn, troot, guestinfo.kroot(1))
+    part_subscribe(ctx)

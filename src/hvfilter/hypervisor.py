@@ -790,7 +790,16 @@ class Hypervisor:
         self._domains.pop(domid, None)
 
     def close(self) -> None:
-        """Release the connection; further use raises :class:`ClosedError`."""
+        """Release the connection; further use raises :class:`ClosedError`.
+
+        Event sources with a ``close`` method (the LibVMI adapter that
+        :meth:`Domain.subscribe` opened on Xen) are closed too.
+        """
+        for dom in self._domains.values():
+            closer = getattr(dom._source, "close", None)
+            if closer is not None:
+                dom._source = None
+                closer()
         if self._ctl is not None:
             self._ctl.close()
             self._ctl = None

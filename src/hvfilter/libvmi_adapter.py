@@ -366,13 +366,12 @@ class LibvmiSource:
     def open(cls, domain: Domain, name: str | None = None) -> LibvmiSource:
         """Open LibVMI on ``domain`` (by name, else by id) in partial Xen mode with events."""
         lv = _libvmi()
+        # By name: the Python bindings pass INIT_DOMAINID's id as a string,
+        # which LibVMI would read as a number's bytes.
+        name = name or _domain_name(domain.domid)
         try:
-            if name is not None:
-                vmi = lv.Libvmi(name, lv.INIT_DOMAINNAME | lv.INIT_EVENTS, mode=lv.VMIMode.XEN,
-                                partial=True)
-            else:
-                vmi = lv.Libvmi(str(domain.domid), lv.INIT_DOMAINID | lv.INIT_EVENTS,
-                                mode=lv.VMIMode.XEN, partial=True)
+            vmi = lv.Libvmi(name, lv.INIT_DOMAINNAME | lv.INIT_EVENTS, mode=lv.VMIMode.XEN,
+                            partial=True)
         except lv.LibvmiError as e:
             raise HvfilterError(f"LibVMI could not open domain {name or domain.domid} with "
                                 f"events: {e}; remedy: run as root in dom0, and only one "
@@ -512,6 +511,21 @@ class LibvmiSource:
             self.closed = True
             if self.owns_vmi:
                 self.vmi.destroy()
+
+
+def _domain_name(domid: int) -> str:
+    """The name of domain ``domid`` (xenstore, else ``xl domname``)."""
+    import subprocess
+
+    for argv in (["xenstore-read", f"/local/domain/{domid}/name"], ["xl", "domname", str(domid)]):
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    raise HvfilterError(f"domain {domid}: no name found (xenstore-read, xl domname); remedy: "
+                        "check the domain id with `xl list`", op="libvmi_init", domain=domid)
 
 
 def process_bound_rules(scope: ProcessScope, kinds: frozenset[Kind]) -> list[Rule]:
