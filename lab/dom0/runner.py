@@ -61,6 +61,11 @@ def run_module(name: str, guest: str, timeout_override: int | None) -> dict[str,
     signal.alarm(int(timeout))
     try:
         spec.loader.exec_module(mod)
+        if not timeout_override:
+            # The module's TIMEOUT exists only once it has been executed.
+            timeout = getattr(mod, "TIMEOUT", hvlab.DEFAULT_TIMEOUT)
+            res["timeout_s"] = timeout
+            signal.alarm(int(timeout))
         mod.run(ctx)
         res["ok"] = ctx.ok
         if not ctx.checks:
