@@ -463,6 +463,12 @@ def report(
         "    make bench            # engine, Python, then the lab (patched Xen)",
         "    bench/lab_bench.py --from DIR   # re-analyse the JSON of an earlier lab run",
         "",
+        "This page was rendered from the run's JSON by `bench/lab_bench.py --from build/bench/lab "
+        "--also build/bench/lab-spin --also-poll spin` (the same numbers `make bench` wrote, plus the "
+        "summary of the other run)."
+        if rep.get("other_run")
+        else "",
+        "",
     ]
     return "\n".join(L)
 
@@ -655,7 +661,10 @@ def main() -> int:
         for k in ("nproc", "calls", "work", "rounds", "repeats", "poll", "pin", "calibration")
     }
     rep["machine"] = machine()
-    rep["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    # When the lab run ended (its results' time), not when this page was rendered.
+    rep["date"] = time.strftime(
+        "%Y-%m-%d %H:%M UTC", time.gmtime((out / f"{SCENARIOS[0]}.json").stat().st_mtime)
+    )
     rep["scenarios_ok"] = {sc: bool(r.get("ok")) for sc, r in results.items()}
     by = {s["share"]: s for s in rep["shares"]}
     rep["overhead_reduction"] = by["1%"]["overhead_reduction"] if "1%" in by else None

@@ -4,7 +4,7 @@
 #   make bench-lab   engine and Python benchmarks first (their JSON goes into
 #                    the same report), then one lab boot running the three
 #                    shares; writes bench/results/lab.json, docs/benchmarks.md
-#                    and docs/benchmarks-lab.png.  About 15-25 min under TCG.
+#                    and docs/benchmarks-lab.png.  The lab part took 8 min here.
 
 BENCH_PARTS += bench-lab
 # bench-lab reports on these, so they run first (make runs each once).
