@@ -128,6 +128,9 @@ def test_hvfilter_teardown_frees_everything(lab) -> None:
     assert len(d["destroyed"]) == 10
     assert all(r["mem_bytes_installed"] > d["mem_bytes_start"] == r["mem_bytes_after"] for r in d["destroyed"])
     assert d["free_mib_end"] == d["free_mib_start"]
+    assert d["free_pages_end"] == d["free_pages_start"]
+    assert all(r["free_pages_after"] == d["free_pages_start"] for r in d["destroyed"])
+    assert all(m["free_pages_delta"] == 0 for m in d["monitor_closed"])
     assert all(m["after_close"] == [0, 0, 0, 0] and m["mem_bytes_after"] == d["mem_bytes_start"]
                for m in d["monitor_closed"])
 
