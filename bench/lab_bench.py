@@ -252,8 +252,10 @@ def report(
         "# Benchmarks",
         "",
         "All numbers on this page come from one `make bench` run "
-        f'({rep["date"]}), except the section "Another full run", which says where its numbers come from; '
-        "`bench/results/lab.json`, `engine.json` and `python.json` hold them.",
+        f'({rep["date"]})'
+        + (', except the section "Another full run", which says where its numbers come from'
+           if rep.get("other_run") else "")
+        + "; `bench/results/lab.json`, `engine.json` and `python.json` hold them.",
         "",
         "**QEMU TCG inflates every exit.** The lab runs Xen 4.17 and its guests under QEMU's software "
         "emulator, where a VM exit, a hypercall and a dom0 round trip all cost far more than on hardware "
