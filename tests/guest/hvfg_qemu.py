@@ -219,8 +219,12 @@ class Guest:
         except FileNotFoundError:
             return ""
 
+    def complete_lines(self) -> list[str]:
+        """Console lines the guest has finished writing (not the one it is writing)."""
+        return self.console().split("\n")[:-1]
+
     def lines(self, prefix: str) -> list[str]:
-        return [ln for ln in self.console().splitlines() if ln.startswith(prefix)]
+        return [ln for ln in self.complete_lines() if ln.startswith(prefix)]
 
     def _fail(self, what: str) -> GuestError:
         tail = "\n".join(self.console().splitlines()[-15:])
@@ -244,7 +248,7 @@ class Guest:
         rx = re.compile(pattern)
 
         def cond() -> list[str] | None:
-            hits = [ln for ln in self.console().splitlines() if rx.search(ln)]
+            hits = [ln for ln in self.complete_lines() if rx.search(ln)]
             if len(hits) >= count:
                 return hits
             if self.proc.poll() is not None:
