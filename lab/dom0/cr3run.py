@@ -4,28 +4,20 @@ A guest created paused (``xl create -p``) with ``rounds=N`` is monitored
 from its first instruction and stops by itself, so every count is exact:
 the guest's CR3 writes are the boot write followed by kroot, uroot, kroot
 per slice, round robin over its processes (process 0 being the target).
-This module holds that model and the LibVMI plumbing the scenarios share.
+This module holds that model; the LibVMI plumbing comes from hvlab.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Any, Callable, Optional
-
 import guestinfo
-from hvlab import LabError
+
+# The LibVMI plumbing lives in hvlab; the names the scenarios import from here.
+from hvlab import guest_info as read_info  # noqa: F401
+from hvlab import listen_until_guest_stops as listen_until_done  # noqa: F401
+from hvlab import stop_events  # noqa: F401
 
 #: The mask that identifies a process by its CR3 (PCID bits and bit 12 cleared).
 PROCESS_MASK = 0x7FFF_FFFF_FFFF_E000
-
-
-def read_info(vmi: Any) -> Optional[Any]:
-    """The guest's info page through LibVMI, or None until it is published."""
-    buf, _ = vmi.read_pa(guestinfo.INFO_GPA, guestinfo.INFO_SIZE)
-    try:
-        return guestinfo.parse(buf)
-    except ValueError:
-        return None
 
 
 def schedule(nprocs: int, slices: int) -> list[int]:
@@ -54,34 +46,3 @@ def transitions(seq: list[int], target_proc: int = 0, first_old: int = 0) -> lis
             out.append((prev, v))
         prev = v
     return out
-
-
-def listen_until_done(vmi: Any, limit_s: float, what: str,
-                      between: Optional[Callable[[], None]] = None) -> float:
-    """Serve LibVMI events until the guest stopped by itself; returns the seconds.
-
-    ``between`` runs after every ``listen`` (e.g. to re-raise what a callback
-    stored, or to act while the guest runs).
-    """
-    t0 = time.monotonic()
-    while True:
-        vmi.listen(100)
-        if between is not None:
-            between()
-        info = read_info(vmi)
-        if info is not None and info.state not in (guestinfo.STATE_BOOT, guestinfo.STATE_RUNNING):
-            return time.monotonic() - t0
-        if time.monotonic() - t0 > limit_s:
-            raise LabError(f"{what} did not finish within {limit_s} s")
-
-
-def stop_events(vmi: Any, *events: Any) -> None:
-    """Pause, answer what is pending, clear the events, resume (docs/lab.md's order)."""
-    vmi.pause_vm()
-    try:
-        while vmi.are_events_pending() > 0:
-            vmi.listen(10)
-        for ev in events:
-            vmi.clear_event(ev)
-    finally:
-        vmi.resume_vm()
