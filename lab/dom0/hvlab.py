@@ -252,7 +252,12 @@ def listen_until_guest_stops(vmi: Any, limit_s: float, what: str,
 
 
 def stop_events(vmi: Any, *events: Any) -> None:
-    """Unsubscribe LibVMI events safely: pause, answer what is pending, clear, resume."""
+    """Unsubscribe LibVMI events safely: pause, answer what is pending, clear, resume.
+
+    Pending requests are answered before ``clear_event``: LibVMI's listen
+    fails on a request whose event is no longer registered.  ``listen(0)``
+    reports failure when nothing is pending, so it polls with a short timeout.
+    """
     vmi.pause_vm()
     try:
         while vmi.are_events_pending() > 0:
@@ -261,6 +266,17 @@ def stop_events(vmi: Any, *events: Any) -> None:
             vmi.clear_event(ev)
     finally:
         vmi.resume_vm()
+
+
+def plant_int3(undo: "Cleanup", vmi: Any, dom: Any, gpa: int, insn: bytes) -> None:
+    """Register ``insn`` with hvfilter and write an int3 over its first byte at ``gpa``.
+
+    Both steps are undone by ``undo``: the byte restored, the breakpoint removed.
+    """
+    dom.add_breakpoint(gpa, insn)
+    undo.add("unregistering the breakpoint", dom.remove_breakpoint, gpa)
+    vmi.write_8_pa(gpa, 0xCC)
+    undo.add("restoring the breakpointed byte", vmi.write_pa, gpa, insn[:1])
 
 
 class Cleanup:

@@ -26,7 +26,7 @@ import time
 from collections import Counter
 
 import guestinfo
-from hvlab import Context, LabError, log
+from hvlab import Context, LabError, log, stop_events
 
 TIMEOUT = 420
 ROUNDS = 300                  # x (nproc + 1) slices x 3 CR3 writes = 4,500 events
@@ -49,14 +49,6 @@ def run(ctx: Context) -> None:
         buf, _ = vmi.read_pa(guestinfo.INFO_GPA, guestinfo.INFO_SIZE)
         return guestinfo.parse(buf)
 
-    def drain() -> None:
-        # Answer every request still in the ring.  Do it before clear_event:
-        # LibVMI's listen fails on a request whose event is no longer
-        # registered.  listen(0) reports VMI_FAILURE when nothing is pending,
-        # so poll with a short timeout.
-        while vmi.are_events_pending() > 0:
-            vmi.listen(10)
-
     try:
         vmi.register_event(ev)
         registered = True
@@ -76,11 +68,8 @@ def run(ctx: Context) -> None:
                                f"under monitoring ({len(seen)} events so far, "
                                f"state {info.state_name if info else 'no info page'})")
         listen_s = time.monotonic() - t0
-        vmi.pause_vm()
-        drain()
-        vmi.clear_event(ev)
+        stop_events(vmi, ev)
         registered = False
-        vmi.resume_vm()
         final = read_info()
 
         n = len(seen)
@@ -140,10 +129,7 @@ def run(ctx: Context) -> None:
     finally:
         if registered:
             try:
-                vmi.pause_vm()
-                drain()
-                vmi.clear_event(ev)
-                vmi.resume_vm()
+                stop_events(vmi, ev)
             except Exception as e:
                 log(f"cleanup: clearing the CR3 event failed: {e!r}")
         vmi.destroy()

@@ -26,7 +26,8 @@ boot check reports the code not intact), so the int3 was there throughout.
 from __future__ import annotations
 
 import guestinfo
-from hvlab import Cleanup, Context, guest_info, listen_until_guest_stops, log, stop_events
+from hvlab import (Cleanup, Context, guest_info, listen_until_guest_stops, log, plant_int3,
+                   stop_events)
 
 TIMEOUT = 420
 ROUNDS = 300
@@ -71,10 +72,7 @@ def run(ctx: Context) -> None:
         inst = dom.install(hv.compile([on(Kind.BREAKPOINT).named("every hit").then(emulate)]))
         undo.add("uninstalling the rules", inst.uninstall)
         dom.reset_stats()
-        dom.add_breakpoint(gpa, insn)
-        undo.add("unregistering the breakpoint", dom.remove_breakpoint, gpa)
-        vmi.write_8_pa(gpa, 0xCC)
-        undo.add("restoring the kernel function's first byte", vmi.write_pa, gpa, insn[:1])
+        plant_int3(undo, vmi, dom, gpa, insn)
 
         g.unpause()
         secs = listen_until_guest_stops(vmi, DONE_LIMIT_S, f"the guest's {ROUNDS} rounds")

@@ -22,7 +22,8 @@ the target's emulated-by-dom0-response calls nor the others; no exception.
 from __future__ import annotations
 
 import guestinfo
-from hvlab import Cleanup, Context, guest_info, listen_until_guest_stops, log, stop_events
+from hvlab import (Cleanup, Context, guest_info, listen_until_guest_stops, log, plant_int3,
+                   stop_events)
 
 TIMEOUT = 420
 ROUNDS = 300
@@ -73,10 +74,7 @@ def run(ctx: Context) -> None:
         inst = dom.install(prog)
         undo.add("uninstalling the rules", inst.uninstall)
         dom.reset_stats()
-        dom.add_breakpoint(gpa, insn)
-        undo.add("unregistering the breakpoint", dom.remove_breakpoint, gpa)
-        vmi.write_8_pa(gpa, 0xCC)
-        undo.add("restoring the kernel function's first byte", vmi.write_pa, gpa, insn[:1])
+        plant_int3(undo, vmi, dom, gpa, insn)
 
         g.unpause()
         secs = listen_until_guest_stops(vmi, DONE_LIMIT_S, f"the guest's {ROUNDS} rounds")

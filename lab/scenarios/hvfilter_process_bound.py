@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 
 import guestinfo
-from hvlab import Context, LabError, log
+from hvlab import Context, LabError, log, stop_events
 
 TIMEOUT = 420
 ROUNDS = 300
@@ -74,10 +74,6 @@ def run(ctx: Context) -> None:
         except Exception as ex:  # re-raised after LibVMI returns
             state["error"] = ex
 
-    def drain() -> None:
-        while vmi.are_events_pending() > 0:
-            vmi.listen(10)
-
     ev = RegEvent(X86Reg.CR3, RegAccess.W, on_cr3)
     registered = False
     try:
@@ -98,11 +94,8 @@ def run(ctx: Context) -> None:
             if time.monotonic() - t0 > DONE_LIMIT_S:
                 raise LabError(f"the guest did not finish {ROUNDS} rounds within {DONE_LIMIT_S} s")
         secs = time.monotonic() - t0
-        vmi.pause_vm()
-        drain()
-        vmi.clear_event(ev)
+        stop_events(vmi, ev)
         registered = False
-        vmi.resume_vm()
         final = read_info()
         stats = dom.stats()
         ctx.require("the rules were installed from the CR3 callback", state["inst"] is not None,
@@ -149,10 +142,7 @@ def run(ctx: Context) -> None:
     finally:
         if registered:
             try:
-                vmi.pause_vm()
-                drain()
-                vmi.clear_event(ev)
-                vmi.resume_vm()
+                stop_events(vmi, ev)
             except Exception as e:
                 log(f"cleanup: clearing the CR3 event failed: {e!r}")
         if state["inst"] is not None:
